@@ -1,0 +1,1 @@
+"""segr1 package."""

@@ -1,0 +1,347 @@
+"""The one configuration schema: every default of the system lives here.
+
+Groups follow the services (rollout, reward, learner, cluster) plus the run, model, data, algorithm, logging,
+checkpoint and fault-injection settings. YAML files hold only overrides; `group.key=value` strings override
+further. Unknown keys, wrong types and impossible combinations fail at start with the key path and reason.
+
+    cfg = load_config("configs/local_cpu.yaml", ["algorithm.group_size=8", "run.steps=10"])
+    cfg.algorithm.group_size  # -> 8
+
+Derived values (e.g. completions per step) are properties, never written back into the config.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+from omegaconf import MISSING, OmegaConf  # noqa: F401  (MISSING re-exported for configs that need it)
+from omegaconf.errors import OmegaConfBaseException
+
+
+class ConfigError(ValueError):
+    """A configuration value is unknown, mistyped or inconsistent; the message names the key path."""
+
+
+# --------------------------------------------------------------------------------------------- run / model / data
+@dataclass(frozen=True)
+class RunConfig:
+    name: str = "local_cpu"
+    seed: int = 0
+    output_dir: str = "runs"
+    steps: int = 20  # GRPO steps (optimizer updates)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    # HF directory of the policy (Qwen2.5-VL-style). "tiny" builds the offline tiny random-weight VLM into
+    # `tiny_dir` (deterministic from `tiny_seed`), which is what the CPU default and the tests use.
+    path: str = "tiny"
+    tiny_dir: str = ".cache/tiny_vlm"
+    tiny_seed: int = 0
+    dtype: str = "auto"  # auto = bf16 on GPU, fp32 on CPU; or float32 / bfloat16 / float16
+    freeze_vision: bool = False
+    gradient_checkpointing: bool = False
+    attn_implementation: str = "sdpa"
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    train: str = ""  # Parquet (segr1.data schema). Empty -> synthesize `synth_train_n` samples under the run dir
+    eval: str = ""  # held-out Parquet. Empty -> synthesize `synth_eval_n` with `synth_seed + 1`
+    synth_train_n: int = 512
+    synth_eval_n: int = 32
+    synth_seed: int = 0
+    synth_size: int = 128  # native size of synthetic images before resizing to the frame
+    frame_size: int = 768  # every image and mask is resized to frame_size^2 (paper: 768)
+    eval_size: int = 0  # 0 = whole eval set; else the first N samples
+
+
+# --------------------------------------------------------------------------------------------- services
+@dataclass(frozen=True)
+class VLLMConfig:
+    tensor_parallel_size: int = 1
+    gpu_memory_utilization: float = 0.5
+    enable_prefix_caching: bool = True
+    enable_sleep_mode: bool = False  # colocated mode: release KV cache while the learner trains
+    max_model_len: int = 4096
+    enforce_eager: bool = False
+
+
+@dataclass(frozen=True)
+class RolloutConfig:
+    engine: str = "hf"  # hf | vllm
+    num_workers: int = 1
+    num_cpus: float = 1.0
+    num_gpus: float = 0.0
+    temperature: float = 1.0
+    top_p: float = 1.0
+    max_new_tokens: int = 400
+    max_batch_prompts: int = 32  # prompts generated together in one engine call
+    system_prompt: str = ""  # empty -> the built-in grammar description (rollout.prompts)
+    vllm: VLLMConfig = field(default_factory=VLLMConfig)
+
+
+@dataclass(frozen=True)
+class SAM2Config:
+    model_cfg: str = "configs/sam2.1/sam2.1_hiera_l.yaml"  # name inside the sam2 package
+    checkpoint: str = ""  # path to sam2.1_hiera_large.pt; empty builds RANDOM weights (tests only; warns)
+    device: str = "auto"  # auto | cpu | cuda
+    bgr_compat: bool = False  # released code fed BGR to SAM2; reproduce with true
+    embedding_cache: int = 8  # image embeddings kept per actor (LRU), keyed by image id
+    bf16: bool = True  # autocast on GPU
+
+
+@dataclass(frozen=True)
+class GrabCutConfig:
+    iterations: int = 5
+    margin: int = 0  # pixels added around each box before GrabCut
+
+
+@dataclass(frozen=True)
+class RewardConfig:
+    segmenter: str = "sam2"  # sam2 | grabcut
+    num_actors: int = 1
+    num_cpus: float = 1.0
+    num_gpus: float = 0.0
+    w_format: float = 1.0
+    w_iou: float = 0.7
+    w_s: float = 0.3
+    s_alpha: float = 0.5
+    segr1_bug_compat: bool = False  # reproduce the released S-term bug (S -> 1 - mean(P))
+    grammar: str = "full"  # full | points (pre-RL stage)
+    require_think: bool = True
+    max_boxes: int = 8
+    max_points: int = 32
+    max_chars: int = 8192
+    max_batch_groups: int = 8  # dynamic batching: groups per actor call
+    max_wait_s: float = 0.02  # dynamic batching: wait this long for more groups
+    timeout_s: float = 600.0
+    max_retries: int = 3
+    sam2: SAM2Config = field(default_factory=SAM2Config)
+    grabcut: GrabCutConfig = field(default_factory=GrabCutConfig)
+
+
+@dataclass(frozen=True)
+class WeightSyncConfig:
+    transport: str = "auto"  # auto | object_store | nccl  (auto = nccl when learner and rollout have GPUs)
+    bucket_mb: int = 256
+
+
+@dataclass(frozen=True)
+class LearnerConfig:
+    num_ranks: int = 1
+    num_cpus: float = 1.0
+    num_gpus: float = 0.0
+    zero_stage: int = 1
+    lr: float = 1e-6
+    lr_schedule: str = "constant"  # constant | cosine | linear
+    warmup_steps: int = 0
+    weight_decay: float = 0.0
+    adam_betas: tuple[float, float] = (0.9, 0.999)
+    grad_clip: float = 1.0
+    micro_batch_size: int = 4  # completions per forward/backward
+    ref_offload: bool = False
+    recompute_old_logp: bool = False  # else the rollout's sampling log-probs are the old log-probs
+    sync: WeightSyncConfig = field(default_factory=WeightSyncConfig)
+
+
+@dataclass(frozen=True)
+class WarmStartConfig:
+    """Supervised warm start that teaches the grammar only (random coordinates), before GRPO."""
+
+    steps: int = 0
+    lr: float = 1e-3
+    batch_size: int = 16
+
+
+@dataclass(frozen=True)
+class AlgorithmConfig:
+    group_size: int = 4  # G
+    prompts_per_step: int = 24  # B (prompts per optimizer step)
+    adv_scale: str = "std"  # std | none (Dr.GRPO)
+    adv_eps: float = 1e-4
+    beta: float = 0.04
+    kl: str = "k3"  # k1 | k2 | k3
+    clip_low: Optional[float] = None  # None = no clipping (released Seg-R1)
+    clip_high: Optional[float] = None  # None = same as clip_low
+    agg: str = "seq-mean-token-mean"  # | token-mean | seq-mean-token-sum-norm
+    mode: str = "sync"  # sync | async
+    max_staleness: int = 1  # async: rollouts may lag the learner by this many versions
+    dynamic_sampling: bool = False  # drop groups whose rewards are all equal
+    eval_every: int = 0  # held-out eval every N steps (0 = only at start and end)
+    warm_start: WarmStartConfig = field(default_factory=WarmStartConfig)
+
+
+# --------------------------------------------------------------------------------------------- operations
+@dataclass(frozen=True)
+class ClusterConfig:
+    address: str = ""  # "" = RAY_ADDRESS if set, else start a local cluster; "auto" joins a running one
+    num_cpus: int = 0  # local cluster only; 0 = all cores
+    namespace: str = "segr1"
+    dashboard_host: str = "127.0.0.1"
+    dashboard_port: int = 8265
+    metrics_export_port: int = 8080
+    controller_name: str = ""  # named controller actor for `segr1 scale`; "" = segr1-controller-<run.name>
+
+
+@dataclass(frozen=True)
+class WandbConfig:
+    mode: str = "offline"  # offline | online | disabled
+    project: str = "seg-r1"
+    entity: str = ""
+
+
+@dataclass(frozen=True)
+class LoggingConfig:
+    jsonl: bool = True
+    prometheus: bool = True
+    tui: str = "auto"  # auto (on a terminal) | on | off
+    overlay_every: int = 10  # steps between overlay images (0 = never)
+    wandb: WandbConfig = field(default_factory=WandbConfig)
+
+
+@dataclass(frozen=True)
+class CheckpointConfig:
+    every: int = 10  # steps between checkpoints (0 = only at the end)
+    keep: int = 3
+    export_hf: bool = True  # also write an HF-format model directory at the end
+
+
+@dataclass(frozen=True)
+class FaultsConfig:
+    """Fault injection for resilience tests: kill an actor at a given step (-1 = never)."""
+
+    kill_reward_actor_at_step: int = -1
+    kill_rollout_worker_at_step: int = -1
+
+
+@dataclass(frozen=True)
+class Config:
+    run: RunConfig = field(default_factory=RunConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)
+    reward: RewardConfig = field(default_factory=RewardConfig)
+    learner: LearnerConfig = field(default_factory=LearnerConfig)
+    algorithm: AlgorithmConfig = field(default_factory=AlgorithmConfig)
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    faults: FaultsConfig = field(default_factory=FaultsConfig)
+    resume: bool = False  # continue from the newest checkpoint of runs/<run.name>
+
+    # derived values: computed, never stored
+    @property
+    def completions_per_step(self) -> int:
+        return self.algorithm.prompts_per_step * self.algorithm.group_size
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.run.output_dir) / self.run.name
+
+
+_CHOICES: dict[str, tuple[str, ...]] = {
+    "model.dtype": ("auto", "float32", "bfloat16", "float16"),
+    "rollout.engine": ("hf", "vllm"),
+    "reward.segmenter": ("sam2", "grabcut"),
+    "reward.grammar": ("full", "points"),
+    "reward.sam2.device": ("auto", "cpu", "cuda"),
+    "learner.lr_schedule": ("constant", "cosine", "linear"),
+    "learner.sync.transport": ("auto", "object_store", "nccl"),
+    "algorithm.adv_scale": ("std", "none"),
+    "algorithm.kl": ("k1", "k2", "k3"),
+    "algorithm.agg": ("seq-mean-token-mean", "token-mean", "seq-mean-token-sum-norm"),
+    "algorithm.mode": ("sync", "async"),
+    "logging.tui": ("auto", "on", "off"),
+    "logging.wandb.mode": ("offline", "online", "disabled"),
+}
+
+
+def _get(cfg: Config, path: str) -> Any:
+    value: Any = cfg
+    for part in path.split("."):
+        value = getattr(value, part)
+    return value
+
+
+def validate(cfg: Config) -> Config:
+    """Check choices and cross-field rules; raise ConfigError naming the key path."""
+    for path, choices in _CHOICES.items():
+        if _get(cfg, path) not in choices:
+            raise ConfigError(f"{path}: must be one of {choices}, got {_get(cfg, path)!r}")
+    positive = [
+        "run.steps", "data.frame_size", "rollout.num_workers", "rollout.max_new_tokens", "reward.num_actors",
+        "learner.num_ranks", "learner.micro_batch_size", "algorithm.group_size", "algorithm.prompts_per_step",
+        "learner.sync.bucket_mb", "reward.max_batch_groups",
+    ]
+    for path in positive:
+        if _get(cfg, path) < 1:
+            raise ConfigError(f"{path}: must be >= 1, got {_get(cfg, path)!r}")
+    a = cfg.algorithm
+    if a.adv_scale == "std" and a.group_size < 2:
+        raise ConfigError(
+            f"algorithm.group_size: std advantage scaling needs >= 2 completions per group, got {a.group_size} "
+            "(set algorithm.adv_scale=none or raise the group size)"
+        )
+    if a.clip_low is not None and a.clip_low <= 0:
+        raise ConfigError(f"algorithm.clip_low: must be > 0 or null, got {a.clip_low}")
+    if a.clip_high is not None and a.clip_low is None:
+        raise ConfigError("algorithm.clip_high: set algorithm.clip_low too (null clip_low means no clipping)")
+    if not 0.0 < cfg.rollout.top_p <= 1.0:
+        raise ConfigError(f"rollout.top_p: must be in (0, 1], got {cfg.rollout.top_p}")
+    if cfg.rollout.temperature < 0:
+        raise ConfigError(f"rollout.temperature: must be >= 0, got {cfg.rollout.temperature}")
+    if cfg.learner.zero_stage not in (0, 1, 2, 3):
+        raise ConfigError(f"learner.zero_stage: must be 0, 1, 2 or 3, got {cfg.learner.zero_stage}")
+    if a.mode == "async" and a.max_staleness < 1:
+        raise ConfigError(f"algorithm.max_staleness: async mode needs >= 1, got {a.max_staleness}")
+    if cfg.reward.grammar == "points" and cfg.reward.require_think:
+        raise ConfigError("reward.require_think: the points grammar has no think block; set it to false")
+    if cfg.checkpoint.keep < 1:
+        raise ConfigError(f"checkpoint.keep: must be >= 1, got {cfg.checkpoint.keep}")
+    return cfg
+
+
+def _open(node: Any) -> Any:
+    """Frozen dataclasses give read-only nodes; merging needs them writable (the result is frozen again)."""
+    OmegaConf.set_readonly(node, None)
+    for key in node.keys() if OmegaConf.is_dict(node) else ():
+        child = node._get_node(key)
+        if OmegaConf.is_config(child):
+            _open(child)
+    return node
+
+
+def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -> Config:
+    """Defaults <- YAML file <- `group.key=value` overrides; validated. Raises ConfigError naming the key."""
+    schema = _open(OmegaConf.structured(Config))
+    try:
+        layers = [schema]
+        if path is not None:
+            if not Path(path).is_file():
+                raise ConfigError(f"config file not found: {path}")
+            layers.append(OmegaConf.load(path))
+        for item in overrides:
+            if "=" not in item:
+                raise ConfigError(f"override {item!r}: expected group.key=value")
+        layers.append(OmegaConf.from_dotlist(list(overrides)))
+        merged = OmegaConf.merge(*layers)
+        cfg = OmegaConf.to_object(merged)
+    except OmegaConfBaseException as e:  # unknown key / wrong type: OmegaConf names the full key
+        where = f" in {path}" if path is not None else ""
+        key = getattr(e, "full_key", "") or ""
+        reason = str(getattr(e, "msg", e)).splitlines()[0]
+        raise ConfigError(f"{key}: {reason}{where}" if key else f"{reason}{where}") from None
+    assert isinstance(cfg, Config)
+    return validate(cfg)
+
+
+def to_yaml(cfg: Config) -> str:
+    """The resolved config as YAML (written to runs/<name>/config.yaml; loadable by load_config)."""
+    return OmegaConf.to_yaml(OmegaConf.structured(cfg))
+
+
+def to_dict(cfg: Config) -> dict[str, Any]:
+    return OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True)  # type: ignore[return-value]
