@@ -178,12 +178,11 @@ class AlgorithmConfig:
 @dataclass(frozen=True)
 class ClusterConfig:
     address: str = ""  # "" = RAY_ADDRESS if set, else start a local cluster; "auto" joins a running one
-    num_cpus: int = 0  # local cluster only; 0 = all cores
-    namespace: str = "segr1"
+    num_cpus: int = 0  # local cluster only: logical CPUs (0 = cores, or twice what the pools ask for)
+    dashboard: bool = True  # local cluster only: Ray dashboard (and job submission) on dashboard_host:port
     dashboard_host: str = "127.0.0.1"
     dashboard_port: int = 8265
-    metrics_export_port: int = 8080
-    controller_name: str = ""  # named controller actor for `segr1 scale`; "" = segr1-controller-<run.name>
+    metrics_export_port: int = 8080  # Prometheus scrape port of the local node (0 = pick a free one)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,46 @@
+"""Where a run's checkpoints live and which ones are kept: `runs/<name>/checkpoints/step_<N>/`.
+
+The learner writes each directory atomically (temp dir, then rename); this module names them, finds the newest
+for `resume=true`, and removes all but the newest `checkpoint.keep`.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+from segr1.config import Config
+
+_STEP_DIR = re.compile(r"^step_(\d+)$")
+
+
+def checkpoints_root(cfg: Config) -> Path:
+    return cfg.run_dir / "checkpoints"
+
+
+def list_checkpoints(root: Path) -> list[tuple[int, Path]]:
+    """(step, path) of complete checkpoint directories, oldest first (temp dirs are ignored)."""
+    if not root.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in root.iterdir() if p.is_dir() and (m := _STEP_DIR.match(p.name))]
+    return sorted(found)
+
+
+def save(cfg: Config, learner: Any, step: int, extra_state: dict[str, Any]) -> Path:
+    root = checkpoints_root(cfg)
+    root.mkdir(parents=True, exist_ok=True)
+    path = root / f"step_{step}"
+    learner.save_checkpoint(str(path), extra_state)
+    for _, old in list_checkpoints(root)[: -cfg.checkpoint.keep]:
+        shutil.rmtree(old, ignore_errors=True)
+    return path
+
+
+def load_latest(cfg: Config, learner: Any) -> dict[str, Any] | None:
+    """Restore the newest checkpoint into the learner; returns its extra state, or None for a fresh run."""
+    found = list_checkpoints(checkpoints_root(cfg))
+    if not found:
+        return None
+    return learner.load_checkpoint(str(found[-1][1]))

@@ -1,0 +1,242 @@
+"""The controller: owns the three pools and runs the GRPO step loop of SEG-R1.md.
+
+One step:  draw B prompts -> generate G completions each -> score them -> group advantages
+           -> one learner update -> broadcast the new weights -> log.
+Sync mode (the paper's) generates every batch with the newest weights. Async mode generates the next batch
+while the learner trains on this one, so rollouts may lag the learner by up to `algorithm.max_staleness`
+versions; the learner corrects with the rollout log-probs (importance ratio, clipped when clip_low is set).
+
+The class is plain; the job (cluster/job.py) runs it as a named, threaded Ray actor so that `segr1 scale`
+can resize the pools while `run()` is in progress.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from cluster import records
+from cluster.evaluate import Evaluator
+from cluster.pools import Pools
+from cluster.warm_start import warm_start_items
+from learner.grpo import group_advantages
+from segr1.config import Config
+from segr1.data.dataset import EpochSampler, SegDataset
+from segr1.protocol import GroupReward, RolloutGroup, Sample, SamplingParams
+
+
+@dataclass
+class Batch:
+    """One step's rollouts and their rewards (what the learner trains on)."""
+
+    samples: list[Sample]
+    groups: list[RolloutGroup]
+    rewards: list[GroupReward]
+    rollout_s: float
+    reward_s: float
+
+
+class Controller:
+    def __init__(self, cfg: Config, model_path: str, train_path: str, eval_path: str) -> None:
+        self.cfg = cfg
+        self.model_path = model_path
+        self.data = SegDataset(train_path, cfg.data.frame_size)
+        self.sampler = EpochSampler(len(self.data), seed=cfg.run.seed)
+        self.pools = Pools(cfg, model_path)
+        self.evaluator = Evaluator(cfg, SegDataset(eval_path, cfg.data.frame_size))
+        self.step = 0
+        self.version = 0
+        self.latest: dict[str, Any] = {}
+        self.history: list[dict[str, Any]] = []
+        self._scale_lock = threading.Lock()
+        self._scale_request: dict[str, int] = {}
+        self._ahead: Future | None = None  # async mode: the next batch, in flight
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="segr1-rollout-ahead")
+        from cluster.telemetry.logger import RunLogger
+
+        self.log = RunLogger(cfg, cfg.run_dir, tui=False)
+
+    # ------------------------------------------------------------------------------------------ the loop
+    def run(self) -> dict[str, Any]:
+        cfg = self.cfg
+        if cfg.resume:
+            self._resume()
+        self._broadcast()  # rollout workers start from the learner's weights (and version)
+        if self.step == 0 and cfg.algorithm.warm_start.steps > 0:
+            self._warm_start()
+        self._evaluate(tag="start")
+        while self.step < cfg.run.steps:
+            self._apply_scale_request()
+            self._faults()
+            metrics = self.train_step()
+            self.step += 1
+            metrics["step"] = self.step
+            if cfg.algorithm.eval_every and self.step % cfg.algorithm.eval_every == 0 and self.step < cfg.run.steps:
+                metrics.update(self._evaluate(tag=f"step_{self.step}"))
+            if self.step == cfg.run.steps:
+                metrics.update(self._evaluate(tag="end"))
+            self._log(metrics)
+            if (cfg.checkpoint.every and self.step % cfg.checkpoint.every == 0) or self.step == cfg.run.steps:
+                self._checkpoint()
+        self._drain_ahead()
+        summary = self._finish()
+        return summary
+
+    def train_step(self) -> dict[str, Any]:
+        """Draw prompts, generate, score, compute advantages, update, broadcast."""
+        cfg, algo = self.cfg, self.cfg.algorithm
+        t0 = time.perf_counter()
+        batch = self._next_batch()
+        if algo.mode == "async" and self.step + 1 < cfg.run.steps:
+            self._ahead = self._executor.submit(self._collect, self.step + 1)  # overlaps with learning below
+
+        rewards = records.group_rewards(batch.rewards)  # [B*G]
+        advantages = group_advantages(torch.from_numpy(rewards), algo.group_size, scale=algo.adv_scale,
+                                      eps=algo.adv_eps).numpy()  # [B*G]
+        items = records.train_items(batch.samples, batch.groups, advantages)
+        if algo.dynamic_sampling:
+            keep = records.is_informative(rewards, algo.group_size)
+            items = [item for item, k in zip(items, keep) if k]
+
+        t_learn = time.perf_counter()
+        stats = self.pools.learner.train_step(items) if items else {}
+        learn_s = time.perf_counter() - t_learn
+        sync_s = self._broadcast()
+
+        step_s = time.perf_counter() - t0
+        completions = len(rewards)
+        metrics: dict[str, Any] = {
+            **records.reward_metrics(batch.rewards),
+            **stats,
+            "time/rollout_s": batch.rollout_s,
+            "time/reward_s": batch.reward_s,
+            "time/learn_s": learn_s,
+            "time/sync_s": sync_s,
+            "time/step_s": step_s,
+            "throughput/samples_per_s": completions / step_s,
+            "weights/version": self.version,
+            "pipeline/staleness": max(self.version - 1 - g.weights_version for g in batch.groups),
+            "data/groups_trained": len(items),
+            "data/epoch": self.sampler.state_dict()["epoch"],
+            "data/sample_ids": [s.sample_id for s in batch.samples],
+            **self.pools.metrics(),
+        }
+        if cfg.logging.overlay_every and (self.step + 1) % cfg.logging.overlay_every == 0:
+            self.evaluator.save_overlays(self.step + 1, batch.samples[:2], batch.groups[:2], self.pools, self.log)
+        return metrics
+
+    # ------------------------------------------------------------------------------------------ stages
+    def _next_batch(self) -> Batch:
+        if self._ahead is not None:
+            batch, self._ahead = self._ahead.result(), None
+            return batch
+        return self._collect(self.step)
+
+    def _collect(self, step: int) -> Batch:
+        """Generate G completions for B prompts and score them (runs in a thread in async mode)."""
+        cfg = self.cfg
+        samples = [self.data.load(i) for i in self.sampler.next_batch(cfg.algorithm.prompts_per_step)]
+        sampling = SamplingParams(n=cfg.algorithm.group_size, temperature=cfg.rollout.temperature,
+                                  top_p=cfg.rollout.top_p, max_new_tokens=cfg.rollout.max_new_tokens,
+                                  seed=cfg.run.seed * 1_000_003 + step)
+        t0 = time.perf_counter()
+        groups = self.pools.rollout.generate(records.generation_requests(samples), sampling)
+        t1 = time.perf_counter()
+        rewards = self.pools.reward.score(records.reward_requests(samples, groups))
+        return Batch(samples, groups, rewards, rollout_s=t1 - t0, reward_s=time.perf_counter() - t1)
+
+    def _broadcast(self) -> float:
+        """Publish the learner's weights to every rollout worker; returns seconds spent."""
+        t0 = time.perf_counter()
+        self.version = self.pools.publish_weights()
+        return time.perf_counter() - t0
+
+    def _warm_start(self) -> None:
+        """Supervised warm start on grammar-only targets with random coordinates (localisation is left to RL)."""
+        ws = self.cfg.algorithm.warm_start
+        rng = np.random.default_rng(self.cfg.run.seed + 17)
+        for i in range(ws.steps):
+            indices = rng.integers(0, len(self.data), size=ws.batch_size)
+            items = warm_start_items([self.data.load(int(j)) for j in indices], self.model_path,
+                                     self.cfg.data.frame_size, rng)
+            stats = self.pools.learner.sft_step(items)
+            if (i + 1) % 10 == 0 or i + 1 == ws.steps:
+                self._log({"warm_start/step": i + 1, **stats})
+        self.pools.learner.reset_reference()  # the RL stage's reference is its own starting point
+        self._broadcast()
+
+    def _evaluate(self, tag: str) -> dict[str, float]:
+        metrics = self.evaluator.run(self.pools, self.step, self.log, tag=tag)
+        self.history.append({"step": self.step, "tag": tag, **metrics})
+        return metrics
+
+    def _drain_ahead(self) -> None:
+        if self._ahead is not None:
+            self._ahead.result()
+            self._ahead = None
+
+    # ------------------------------------------------------------------------------------------ scaling
+    def scale(self, rollout: int | None = None, reward: int | None = None) -> dict[str, int]:
+        """Called from `segr1 scale` while run() is in progress; applied at the next step boundary."""
+        with self._scale_lock:
+            if rollout is not None:
+                self._scale_request["rollout"] = int(rollout)
+            if reward is not None:
+                self._scale_request["reward"] = int(reward)
+        return {"rollout": rollout if rollout is not None else self.pools.rollout.size,
+                "reward": reward if reward is not None else self.pools.reward.size}
+
+    def _apply_scale_request(self) -> None:
+        with self._scale_lock:
+            request, self._scale_request = self._scale_request, {}
+        if request:
+            self._drain_ahead()  # never resize under an in-flight batch
+            self.pools.resize(rollout=request.get("rollout"), reward=request.get("reward"))
+
+    def _faults(self) -> None:
+        faults = self.cfg.faults
+        if faults.kill_reward_actor_at_step == self.step:
+            self.pools.kill_one("reward")
+        if faults.kill_rollout_worker_at_step == self.step:
+            self.pools.kill_one("rollout")
+
+    # ------------------------------------------------------------------------------------------ state
+    def progress(self) -> dict[str, Any]:
+        """Latest metrics for the live terminal view and `segr1 status`."""
+        return {"step": self.step, "steps": self.cfg.run.steps, **self.latest}
+
+    def _log(self, metrics: dict[str, Any]) -> None:
+        self.latest = {k: v for k, v in metrics.items() if k != "data/sample_ids"}
+        self.log.log_step(metrics)
+
+    def _checkpoint(self) -> None:
+        from cluster.checkpoints import save
+
+        save(self.cfg, self.pools.learner, self.step, {
+            "step": self.step, "version": self.version, "sampler": self.sampler.state_dict(),
+            "history": self.history})
+
+    def _resume(self) -> None:
+        from cluster.checkpoints import load_latest
+
+        state = load_latest(self.cfg, self.pools.learner)
+        if state is None:
+            return
+        self.step, self.version = int(state["step"]), int(state["version"])
+        self.sampler.load_state_dict(state["sampler"])
+        self.history = list(state.get("history", []))
+
+    def _finish(self) -> dict[str, Any]:
+        from cluster.telemetry.summary import summarize
+
+        if self.cfg.checkpoint.export_hf:
+            self.pools.learner.export_hf(str(self.cfg.run_dir / "hf_model"))
+        self.log.close()
+        self._executor.shutdown(wait=True)
+        return summarize(self.cfg, self.cfg.run_dir, self.history)

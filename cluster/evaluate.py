@@ -1,0 +1,110 @@
+"""Held-out evaluation during training, and `segr1 eval` of a checkpoint.
+
+During training the policy decodes greedily (one completion per image) through the same rollout and reward
+pools as training, so eval/iou measures exactly what the reward measures. `segr1 eval` loads a checkpoint
+in-process (the same RolloutWorker and RewardActor classes, without Ray) and scores at the GT's original size
+with the field's reference metrics (segr1.evaluation, on pysodmetrics).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from cluster import records
+from reward_server.parse import FormatError, parse_completion
+from reward_server.rle import decode_masks
+from segr1.config import Config
+from segr1.data.dataset import SegDataset
+from segr1.protocol import GroupReward, RolloutGroup, Sample, SamplingParams
+
+GREEDY_N = 1
+
+
+def greedy(cfg: Config) -> SamplingParams:
+    return SamplingParams(n=GREEDY_N, temperature=0.0, top_p=1.0, max_new_tokens=cfg.rollout.max_new_tokens)
+
+
+class Evaluator:
+    def __init__(self, cfg: Config, data: SegDataset) -> None:
+        self.cfg = cfg
+        self.data = data
+        n = len(data) if cfg.data.eval_size <= 0 else min(cfg.data.eval_size, len(data))
+        self.indices = list(range(n))
+
+    def run(self, pools: Any, step: int, log: Any, tag: str) -> dict[str, float]:
+        samples = [self.data.load(i) for i in self.indices]
+        groups = pools.rollout.generate(records.generation_requests(samples), greedy(self.cfg))
+        rewards = pools.reward.score(records.reward_requests(samples, groups, return_masks=True))
+        metrics = {f"eval/{k.split('/', 1)[1]}": v for k, v in records.reward_metrics(rewards).items()
+                   if not k.startswith("reward/fail_")}
+        self._overlays(step, samples[:4], groups[:4], rewards[:4], log, prefix=f"eval_{tag}")
+        return metrics
+
+    def save_overlays(self, step: int, samples: list[Sample], groups: list[RolloutGroup], pools: Any,
+                      log: Any) -> None:
+        """Overlays of training completions (first completion of each group)."""
+        rewards = pools.reward.score(records.reward_requests(samples, groups, return_masks=True))
+        self._overlays(step, samples, groups, rewards, log, prefix="train")
+
+    def _overlays(self, step: int, samples: list[Sample], groups: list[RolloutGroup],
+                  rewards: list[GroupReward], log: Any, prefix: str) -> None:
+        from cluster.telemetry.overlays import render_overlay
+
+        images = []
+        for sample, group, reward in zip(samples, groups, rewards):
+            if not reward.masks_rle:
+                continue
+            pred = decode_masks(reward.masks_rle[:1])[0]
+            prompt = _try_parse(group.completions[0].text, self.cfg.data.frame_size, self.cfg)
+            image = render_overlay(sample.image, sample.mask, pred,
+                                   prompt.boxes if prompt else [], prompt.points if prompt else [],
+                                   prompt.labels if prompt else [])
+            images.append((f"{prefix}_{sample.sample_id}", image))
+        if images:
+            log.log_overlays(step, images)
+
+
+def _try_parse(text: str, frame: int, cfg: Config):
+    try:
+        return parse_completion(text, frame, frame, require_think=cfg.reward.require_think,
+                                max_boxes=cfg.reward.max_boxes, max_points=cfg.reward.max_points,
+                                max_chars=cfg.reward.max_chars, grammar=cfg.reward.grammar)
+    except FormatError:
+        return None
+
+
+def evaluate_checkpoint(cfg: Config, checkpoint: str, out: str | None = None) -> dict[str, Any]:
+    """`segr1 eval`: greedy predictions of a checkpoint on cfg.data.eval, scored at original size."""
+    from reward_server.actor import RewardActor
+    from rollout.worker import RolloutWorker
+    from segr1.evaluation import evaluate_predictions, format_table
+    from segr1.data.dataset import SegDataset as Dataset
+
+    if not Path(checkpoint).is_dir():
+        raise FileNotFoundError(f"checkpoint directory not found: {checkpoint}")
+    if not cfg.data.eval:
+        raise ValueError("data.eval: give the Parquet file to evaluate on (e.g. data.eval=cod10k_test.parquet)")
+    data = Dataset(cfg.data.eval, cfg.data.frame_size)
+    n = len(data) if cfg.data.eval_size <= 0 else min(cfg.data.eval_size, len(data))
+    worker = RolloutWorker(cfg, checkpoint, "eval")
+    scorer = RewardActor(cfg, "eval")
+    preds, gts, ignores, tasks = [], [], [], []
+    batch = max(1, cfg.rollout.max_batch_prompts)
+    for start in range(0, n, batch):
+        samples = [data.load(i) for i in range(start, min(n, start + batch))]
+        groups = worker.generate(records.generation_requests(samples), greedy(cfg))
+        rewards = scorer.score(records.reward_requests(samples, groups, return_masks=True))
+        for i, reward in zip(range(start, start + len(samples)), rewards):
+            _, orig_mask, ignore = data.load_original(i)
+            preds.append(decode_masks(reward.masks_rle[:1])[0])
+            gts.append(orig_mask)
+            ignores.append(ignore)
+            tasks.append(samples[i - start].task)
+    results = evaluate_predictions(preds, gts, ignores, tasks)
+    print(format_table(results, title=f"{Path(cfg.data.eval).name} ({n} samples)"))
+    out_path = Path(out) if out else Path(checkpoint) / "eval.json"
+    out_path.write_text(json.dumps({"checkpoint": checkpoint, "data": cfg.data.eval, "n": n, **results}, indent=2))
+    print(f"wrote {out_path}")
+    return results

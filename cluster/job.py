@@ -1,0 +1,140 @@
+"""`segr1 train`: assemble one training job on a Ray cluster and follow it to the end.
+
+    segr1 train --config configs/local_cpu.yaml                 # starts a local Ray cluster
+    RAY_ADDRESS=auto segr1 train --config ...                     # joins a running cluster
+    ray job submit --address http://HEAD:8265 -- segr1 train ... # as a Ray job (RAY_ADDRESS is set for us)
+
+The driver resolves the model and data, writes `runs/<name>/config.yaml`, starts the controller as a named
+actor on the driver's node (so run files land where the user looks) and shows a live view until it finishes.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import socket
+import time
+from pathlib import Path
+from typing import Any
+
+import ray
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+from cluster.scaling import NAMESPACE, controller_name
+from segr1.config import Config, to_yaml
+
+
+def train(cfg: Config) -> dict[str, Any]:
+    run_dir = cfg.run_dir
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.yaml").write_text(to_yaml(cfg))
+    connect(cfg)
+    model_path = resolve_model(cfg)
+    train_path, eval_path = resolve_data(cfg)
+
+    controller = ray.remote(_controller_class()).options(
+        name=controller_name(cfg.run.name), namespace=NAMESPACE, num_cpus=0, max_concurrency=4,
+        scheduling_strategy=NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False),
+    ).remote(cfg, model_path, train_path, eval_path)
+    done = controller.run.remote()
+    summary = _follow(cfg, controller, done)
+    print(summary["text"])
+    return summary
+
+
+def _controller_class() -> type:
+    from cluster.controller import Controller  # imported late: it pulls in torch and the services
+
+    return Controller
+
+
+def _follow(cfg: Config, controller: Any, done: Any) -> dict[str, Any]:
+    """Live terminal view while the controller runs; returns its summary (re-raising its error)."""
+    from cluster.telemetry.tui import LiveView
+
+    with LiveView(cfg) as view:
+        while True:
+            ready, _ = ray.wait([done], timeout=1.0)
+            if ready:
+                break
+            try:
+                view.update(ray.get(controller.progress.remote(), timeout=5))
+            except ray.exceptions.GetTimeoutError:
+                pass  # the controller is busy with a long call; the view catches up next tick
+        return ray.get(done)
+
+
+# -------------------------------------------------------------------------------------------- cluster
+def connect(cfg: Config) -> None:
+    """Join the configured cluster, the one in RAY_ADDRESS, or start a bounded local one."""
+    if ray.is_initialized():
+        return
+    address = cfg.cluster.address or os.environ.get("RAY_ADDRESS", "")
+    if address:
+        ray.init(address=address, namespace=NAMESPACE)
+        return
+    ray.init(
+        num_cpus=local_cpus(cfg), namespace=NAMESPACE, include_dashboard=cfg.cluster.dashboard,
+        dashboard_host=cfg.cluster.dashboard_host, dashboard_port=cfg.cluster.dashboard_port,
+        _metrics_export_port=cfg.cluster.metrics_export_port or _free_port(),
+    )
+
+
+def local_cpus(cfg: Config) -> int:
+    """Logical CPUs for a local cluster: what the pools ask for, with room to scale each pool up twice over.
+
+    Ray's CPU count is a scheduling budget, not a thread count: actors set their own torch thread counts.
+    """
+    asked = (cfg.rollout.num_workers * cfg.rollout.num_cpus + cfg.reward.num_actors * cfg.reward.num_cpus
+             + cfg.learner.num_ranks * cfg.learner.num_cpus)
+    return max(cfg.cluster.num_cpus or os.cpu_count() or 1, math.ceil(2 * asked))
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# -------------------------------------------------------------------------------------------- inputs
+def resolve_model(cfg: Config) -> str:
+    """The policy's HF directory; "tiny" builds (once) the offline tiny VLM."""
+    if cfg.model.path != "tiny":
+        if not Path(cfg.model.path).exists() and "/" not in cfg.model.path.strip("./"):
+            raise FileNotFoundError(f"model.path: no model directory at {cfg.model.path!r}")
+        return cfg.model.path
+    from rollout.tiny_model import ensure_tiny_vlm
+
+    return str(Path(ensure_tiny_vlm(cfg.model.tiny_dir, seed=cfg.model.tiny_seed)).resolve())
+
+
+def resolve_data(cfg: Config) -> tuple[str, str]:
+    """Train and eval Parquet paths; empty entries are synthesized (deterministically) under the run dir."""
+    from segr1.data.synth import synthesize
+
+    paths = []
+    for given, n, seed, name in ((cfg.data.train, cfg.data.synth_train_n, cfg.data.synth_seed, "train"),
+                                 (cfg.data.eval, cfg.data.synth_eval_n, cfg.data.synth_seed + 1, "eval")):
+        if given:
+            if not Path(given).is_file():
+                raise FileNotFoundError(f"data.{name}: no Parquet file at {given!r}")
+            paths.append(str(Path(given).resolve()))
+            continue
+        out = cfg.run_dir / "data" / f"synth_{name}_n{n}_s{seed}_{cfg.data.synth_size}px.parquet"
+        if not out.is_file():
+            out.parent.mkdir(parents=True, exist_ok=True)
+            synthesize(str(out), n=n, seed=seed, size=cfg.data.synth_size)
+        paths.append(str(out.resolve()))
+    return paths[0], paths[1]
+
+
+def wait_for_controller(run_name: str, timeout_s: float = 60.0) -> Any:
+    """The controller handle of a run that another process started (tests and `segr1 scale` use this)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            return ray.get_actor(controller_name(run_name), namespace=NAMESPACE)
+        except ValueError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)

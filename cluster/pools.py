@@ -1,0 +1,55 @@
+"""The three service pools of one job, assembled from config: rollout workers, reward actors, learner ranks.
+
+Each pool creates its own Ray actors from its config group (resources, counts); this object only holds them
+together, moves weights from the learner to the rollout workers, and resizes or (for fault drills) kills.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import ray
+
+from learner.group import LearnerGroup
+from reward_server.pool import RewardPool
+from rollout.pool import RolloutPool
+from segr1.config import Config
+
+
+class Pools:
+    def __init__(self, cfg: Config, model_path: str) -> None:
+        self.cfg = cfg
+        self.learner = LearnerGroup(cfg, model_path)
+        self.rollout = RolloutPool(cfg, model_path, cfg.rollout.num_workers)
+        self.reward = RewardPool(cfg, cfg.reward.num_actors)
+
+    def publish_weights(self) -> int:
+        """Learner -> object store (one put per bucket) -> every rollout worker. Returns the new version."""
+        version, bucket_refs = self.learner.publish_weights()
+        self.rollout.update_weights(bucket_refs, version)
+        return version
+
+    def resize(self, rollout: int | None = None, reward: int | None = None) -> None:
+        if rollout is not None and rollout != self.rollout.size:
+            self.rollout.resize(rollout)  # new workers receive the current weights before they serve
+        if reward is not None and reward != self.reward.size:
+            self.reward.resize(reward)
+
+    def kill_one(self, which: str) -> None:
+        """Fault drill: kill one actor of a pool without restart bookkeeping; the pool must recover."""
+        pool = self.reward if which == "reward" else self.rollout
+        actors = pool.actors()
+        if actors:
+            ray.kill(random.choice(actors), no_restart=False)
+
+    def metrics(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "pool/rollout_workers": self.rollout.size,
+            "pool/reward_actors": self.reward.size,
+        }
+        for prefix, stats in (("rollout_pool", self.rollout.stats()), ("reward_pool", self.reward.stats())):
+            for key, value in stats.items():
+                if isinstance(value, (int, float)):
+                    out[f"{prefix}/{key}"] = value
+        return out

@@ -1,0 +1,76 @@
+"""Glue between the services' records: what the controller sends to each pool, built from what the last returned.
+
+Pure functions of protocol records and numbers (no Ray), so the step loop stays a readable list of stages.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from segr1.protocol import (
+    GenerationRequest,
+    GroupReward,
+    RewardRequest,
+    RolloutGroup,
+    Sample,
+    TrainItem,
+)
+
+
+def generation_requests(samples: list[Sample]) -> list[GenerationRequest]:
+    return [GenerationRequest(request_id=s.sample_id, image=s.image, instruction=s.instruction) for s in samples]
+
+
+def reward_requests(samples: list[Sample], groups: list[RolloutGroup], return_masks: bool = False
+                    ) -> list[RewardRequest]:
+    """One reward request per group: the image and GT cross once, with all G completion texts."""
+    by_id = {s.sample_id: s for s in samples}
+    return [
+        RewardRequest(group_id=g.request_id, image=by_id[g.request_id].image, gt_mask=by_id[g.request_id].mask,
+                      texts=[c.text for c in g.completions], return_masks=return_masks)
+        for g in groups
+    ]
+
+
+def group_rewards(rewards: list[GroupReward]) -> np.ndarray:
+    """Rewards of all completions, group after group: float64[N = groups * G]."""
+    return np.array([b.reward for r in rewards for b in r.breakdowns], dtype=np.float64)
+
+
+def is_informative(rewards: np.ndarray, group_size: int) -> np.ndarray:
+    """bool[groups]: False where every completion of the group got the same reward (zero advantage signal)."""
+    grouped = rewards.reshape(-1, group_size)
+    return grouped.max(axis=1) > grouped.min(axis=1)
+
+
+def train_items(samples: list[Sample], groups: list[RolloutGroup], advantages: np.ndarray) -> list[TrainItem]:
+    """Pack each group with its per-completion advantages (advantages: float[groups * G], group-major)."""
+    by_id = {s.sample_id: s for s in samples}
+    items, offset = [], 0
+    for g in groups:
+        n = len(g.completions)
+        items.append(TrainItem(
+            sample_id=g.request_id, image=by_id[g.request_id].image, prompt_ids=list(g.prompt_ids),
+            completion_ids=[list(c.token_ids) for c in g.completions],
+            advantages=[float(a) for a in advantages[offset:offset + n]],
+            rollout_logprobs=[list(c.logprobs) for c in g.completions], weights_version=g.weights_version))
+        offset += n
+    return items
+
+
+def reward_metrics(rewards: list[GroupReward]) -> dict[str, float]:
+    """Means of the reward and its parts over all completions of a step, plus the parse-failure rate by code."""
+    parts = [b for r in rewards for b in r.breakdowns]
+    n = max(len(parts), 1)
+    out = {
+        "reward/mean": sum(b.reward for b in parts) / n,
+        "reward/format": sum(b.format for b in parts) / n,
+        "reward/iou": sum(b.iou for b in parts) / n,
+        "reward/s_measure": sum(b.s_measure for b in parts) / n,
+        "reward/std": float(np.std([b.reward for b in parts])) if parts else 0.0,
+    }
+    for b in parts:
+        if b.reason:
+            key = f"reward/fail_{b.reason}"
+            out[key] = out.get(key, 0.0) + 1.0 / n
+    return out

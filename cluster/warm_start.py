@@ -1,0 +1,56 @@
+"""Supervised warm start: teach a freshly built model the output grammar, not where objects are.
+
+A random-weight model cannot emit `<think>..</think> <bbox>..` by chance, so GRPO would see only zero rewards.
+The warm-start targets are well-formed completions whose box and points are drawn uniformly at random in the
+frame, independent of the image: after it the policy writes valid prompts, and any localisation skill must come
+from the RL stage. (With a real Qwen2.5-VL checkpoint this stage is off: `algorithm.warm_start.steps=0`.)
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import numpy as np
+
+from reward_server.parse import SegPrompt, render
+from segr1.chat import encode_prompt
+from segr1.protocol import Sample, SFTItem
+
+_THOUGHTS = (
+    "The object is hidden in the background; I look for a change in texture.",
+    "Its colour is close to the surroundings, so I follow the edges.",
+    "I mark the object with a box and a few points inside it.",
+    "The region differs slightly in pattern from its neighbourhood.",
+)
+
+
+def random_prompt(frame: int, rng: np.random.Generator) -> SegPrompt:
+    """A well-formed prompt with a random box, 1-3 positive points inside it and one negative point outside."""
+    x1, x2 = sorted(int(v) for v in rng.choice(frame, size=2, replace=False))
+    y1, y2 = sorted(int(v) for v in rng.choice(frame, size=2, replace=False))
+    n_pos = int(rng.integers(1, 4))
+    points = [(int(rng.integers(x1, x2 + 1)), int(rng.integers(y1, y2 + 1))) for _ in range(n_pos)]
+    labels = [1] * n_pos
+    return SegPrompt(think=str(rng.choice(_THOUGHTS)), boxes=[(x1, y1, x2, y2)], points=points, labels=labels)
+
+
+@lru_cache(maxsize=2)
+def _processor(model_path: str):
+    from transformers import AutoProcessor
+
+    return AutoProcessor.from_pretrained(model_path)
+
+
+def warm_start_items(samples: list[Sample], model_path: str, frame: int, rng: np.random.Generator
+                     ) -> list[SFTItem]:
+    processor = _processor(model_path)
+    tokenizer = processor.tokenizer
+    eos = tokenizer.convert_tokens_to_ids("<|im_end|>")
+    items = []
+    for s in samples:
+        prompt_ids, _ = encode_prompt(processor, s.image, s.instruction, frame)
+        target = render(random_prompt(frame, rng))
+        target_ids = tokenizer(target, add_special_tokens=False)["input_ids"] + [eos]
+        items.append(SFTItem(sample_id=s.sample_id, image=s.image, prompt_ids=list(prompt_ids),
+                             target_ids=list(target_ids)))
+    return items
