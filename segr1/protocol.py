@@ -121,6 +121,16 @@ class TrainItem:
     weights_version: int = 0
 
 
+@dataclass(frozen=True)
+class SFTItem:
+    """One supervised warm-start example: cross-entropy on `target_ids` given the image and prompt."""
+
+    sample_id: str
+    image: np.ndarray  # uint8[F, F, 3]
+    prompt_ids: list[int]  # chat-templated prompt incl. image pad tokens (segr1.chat.encode_prompt)
+    target_ids: list[int]  # the completion to imitate, ending with EOS
+
+
 @dataclass
 class StepTimings:
     """Seconds spent per stage in one controller step."""

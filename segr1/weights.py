@@ -1,0 +1,169 @@
+"""Weight-bucket wire format shared by the learner (sender) and the rollout workers (receivers).
+
+A model's named tensors are packed into a few large flat byte buffers ("buckets") so a broadcast moves a
+handful of big objects instead of hundreds of small ones. Over the Ray object store the learner `ray.put`s
+each bucket once and every worker `ray.get`s it: the numpy buffer comes back as a zero-copy view of shared
+memory, and `unpack_bucket` turns it into tensor views without copying again. The GPU transport
+(learner/nccl_sync.py) reuses the same layout with the buffer living on the device.
+
+    buckets = pack_buckets(model.named_parameters(), bucket_bytes=256 << 20, version=3)
+    for name, tensor in unpack_buckets(buckets):   # read-only views: copy them into the model
+        params[name].copy_(tensor)
+
+Each tensor starts at a multiple of ALIGN bytes, so every view is aligned for its dtype (bf16 stays bf16).
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from typing import Iterable, Iterator
+
+import numpy as np
+import torch
+
+ALIGN = 64  # bytes: a cache line, and a multiple of every dtype's size
+
+_DTYPES: dict[str, torch.dtype] = {
+    str(d).removeprefix("torch."): d
+    for d in (torch.float32, torch.float16, torch.bfloat16, torch.float64, torch.int64, torch.int32,
+              torch.int16, torch.int8, torch.uint8, torch.bool)
+}
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    name = str(dtype).removeprefix("torch.")
+    if name not in _DTYPES:
+        raise ValueError(f"weight dtype {dtype} is not supported by the bucket format")
+    return name
+
+
+def dtype_of(name: str) -> torch.dtype:
+    if name not in _DTYPES:
+        raise ValueError(f"unknown weight dtype {name!r} in bucket (known: {sorted(_DTYPES)})")
+    return _DTYPES[name]
+
+
+def _aligned(n: int) -> int:
+    return (n + ALIGN - 1) // ALIGN * ALIGN
+
+
+@dataclass(frozen=True)
+class BucketLayout:
+    """Where each tensor lives inside one flat byte buffer of `nbytes` bytes."""
+
+    version: int
+    names: list[str]
+    shapes: list[tuple[int, ...]]
+    dtypes: list[str]
+    offsets: list[int]
+    nbytes: int
+
+
+@dataclass(frozen=True)
+class WeightBucket:
+    """A bucket with its bytes: `buffer` is uint8[nbytes], tensors at `offsets` (see BucketLayout)."""
+
+    version: int
+    names: list[str]
+    shapes: list[tuple[int, ...]]
+    dtypes: list[str]
+    offsets: list[int]
+    buffer: np.ndarray
+
+    @property
+    def layout(self) -> BucketLayout:
+        return BucketLayout(self.version, self.names, self.shapes, self.dtypes, self.offsets, int(self.buffer.size))
+
+
+def plan_layouts(
+    named_tensors: Iterable[tuple[str, torch.Tensor]], bucket_bytes: int, version: int
+) -> list[tuple[BucketLayout, list[torch.Tensor]]]:
+    """Group tensors, in order, into buckets of at most `bucket_bytes` (a bigger tensor gets its own bucket)."""
+    if bucket_bytes < 1:
+        raise ValueError(f"bucket_bytes must be >= 1, got {bucket_bytes}")
+    plans: list[tuple[BucketLayout, list[torch.Tensor]]] = []
+    names: list[str] = []
+    tensors: list[torch.Tensor] = []
+    offsets: list[int] = []
+    cursor = 0
+    seen: set[str] = set()
+
+    def close() -> None:
+        nonlocal names, tensors, offsets, cursor
+        if names:
+            layout = BucketLayout(version, names, [tuple(t.shape) for t in tensors],
+                                  [dtype_name(t.dtype) for t in tensors], offsets, cursor)
+            plans.append((layout, tensors))
+        names, tensors, offsets, cursor = [], [], [], 0
+
+    for name, tensor in named_tensors:
+        if name in seen:
+            raise ValueError(f"weight {name!r} appears twice in one broadcast")
+        seen.add(name)
+        size = tensor.numel() * tensor.element_size()
+        if names and _aligned(cursor) + size > bucket_bytes:
+            close()
+        cursor = _aligned(cursor)
+        names.append(name)
+        tensors.append(tensor)
+        offsets.append(cursor)
+        cursor += size
+    close()
+    return plans
+
+
+def fill_buffer(dest: torch.Tensor, layout: BucketLayout, tensors: list[torch.Tensor]) -> None:
+    """Copy `tensors` into the flat uint8 `dest` ([nbytes], any device) at the layout's offsets: one copy each."""
+    for tensor, offset in zip(tensors, layout.offsets):
+        flat = tensor.detach().contiguous().reshape(-1).view(torch.uint8)
+        dest[offset:offset + flat.numel()].copy_(flat)
+
+
+def tensor_views(buffer: torch.Tensor, layout: BucketLayout) -> Iterator[tuple[str, torch.Tensor]]:
+    """(name, tensor) views into the flat uint8 `buffer` ([nbytes]); nothing is copied."""
+    if buffer.numel() < layout.nbytes:
+        raise ValueError(f"bucket buffer holds {buffer.numel()} bytes, its layout needs {layout.nbytes}")
+    for name, shape, dtype, offset in zip(layout.names, layout.shapes, layout.dtypes, layout.offsets):
+        dt = dtype_of(dtype)
+        size = int(np.prod(shape, dtype=np.int64)) * torch.empty((), dtype=dt).element_size()
+        yield name, buffer[offset:offset + size].view(dt).view(shape)
+
+
+def iter_buckets(
+    named_tensors: Iterable[tuple[str, torch.Tensor]], bucket_bytes: int, version: int
+) -> Iterator[WeightBucket]:
+    """Pack lazily, one bucket at a time, so a sender can ship bucket i while it fills bucket i + 1."""
+    for layout, tensors in plan_layouts(named_tensors, bucket_bytes, version):
+        buffer = np.empty(layout.nbytes, dtype=np.uint8)
+        fill_buffer(torch.from_numpy(buffer), layout, tensors)
+        yield WeightBucket(version, layout.names, layout.shapes, layout.dtypes, layout.offsets, buffer)
+
+
+def pack_buckets(
+    named_tensors: Iterable[tuple[str, torch.Tensor]], bucket_bytes: int, version: int
+) -> list[WeightBucket]:
+    """All buckets of `named_tensors` (host memory; tensors may live on any device)."""
+    return list(iter_buckets(named_tensors, bucket_bytes, version))
+
+
+def unpack_bucket(bucket: WeightBucket) -> Iterator[tuple[str, torch.Tensor]]:
+    """(name, tensor) zero-copy views of the bucket's buffer.
+
+    A buffer fetched from the object store is read-only shared memory: treat the views as read-only and copy
+    them into the model (torch warns about non-writable buffers; that warning is expected here and silenced).
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        flat = torch.from_numpy(bucket.buffer) if bucket.buffer.size else torch.empty(0, dtype=torch.uint8)
+    yield from tensor_views(flat, bucket.layout)
+
+
+def unpack_buckets(buckets: Iterable[WeightBucket], version: int | None = None) -> Iterator[tuple[str, torch.Tensor]]:
+    """All tensors of a broadcast; every bucket must carry `version` (default: the first bucket's)."""
+    for i, bucket in enumerate(buckets):
+        if version is None:
+            version = bucket.version
+        if bucket.version != version:
+            raise ValueError(f"weight bucket {i} has version {bucket.version}, expected {version}")
+        yield from unpack_bucket(bucket)
