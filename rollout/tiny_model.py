@@ -23,7 +23,8 @@ from pathlib import Path
 import torch
 from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 
-from segr1.chat import FOREGROUND_INSTRUCTION, system_prompt as chat_system_prompt
+from segr1.chat import FOREGROUND_INSTRUCTION
+from segr1.chat import system_prompt as chat_system_prompt
 
 SPECIAL_TOKENS = [
     "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>",
@@ -131,18 +132,18 @@ def build_tokenizer():
 
 
 def _text_dims(vocab_size: int, tok) -> dict:
-    return dict(
-        vocab_size=vocab_size,
-        hidden_size=TEXT_HIDDEN,
-        intermediate_size=2 * TEXT_HIDDEN,
-        num_hidden_layers=2,
-        num_attention_heads=TEXT_HEADS,
-        num_key_value_heads=TEXT_HEADS,
-        max_position_embeddings=4096,
-        bos_token_id=None,
-        eos_token_id=tok.convert_tokens_to_ids("<|im_end|>"),
-        pad_token_id=tok.pad_token_id,
-    )
+    return {
+        "vocab_size": vocab_size,
+        "hidden_size": TEXT_HIDDEN,
+        "intermediate_size": 2 * TEXT_HIDDEN,
+        "num_hidden_layers": 2,
+        "num_attention_heads": TEXT_HEADS,
+        "num_key_value_heads": TEXT_HEADS,
+        "max_position_embeddings": 4096,
+        "bos_token_id": None,
+        "eos_token_id": tok.convert_tokens_to_ids("<|im_end|>"),
+        "pad_token_id": tok.pad_token_id,
+    }
 
 
 def _eos_ids(tok) -> list[int]:
@@ -152,19 +153,23 @@ def _eos_ids(tok) -> list[int]:
 def build_tiny_vlm(out_dir: str, seed: int = 0) -> str:
     """Write the tiny Qwen2.5-VL (model, tokenizer, processor) to `out_dir`; returns the path."""
     from transformers import (
-        GenerationConfig, Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration, Qwen2_5_VLProcessor,
-        Qwen2VLImageProcessor, Qwen2VLVideoProcessor,
+        GenerationConfig,
+        Qwen2_5_VLConfig,
+        Qwen2_5_VLForConditionalGeneration,
+        Qwen2_5_VLProcessor,
+        Qwen2VLImageProcessor,
+        Qwen2VLVideoProcessor,
     )
 
     tok = build_tokenizer()
     ids = {name: tok.convert_tokens_to_ids(name) for name in SPECIAL_TOKENS}
     text = _text_dims(len(tok), tok)
     text["rope_parameters"] = {"rope_type": "default", "rope_theta": 1e6, "mrope_section": MROPE_SECTION}
-    vision = dict(
-        depth=2, hidden_size=64, intermediate_size=128, num_heads=2, patch_size=14, spatial_merge_size=2,
-        temporal_patch_size=2, window_size=112, fullatt_block_indexes=[1],
-        out_hidden_size=TEXT_HIDDEN,  # must equal the text hidden size (the merger feeds the LM directly)
-    )
+    vision = {
+        "depth": 2, "hidden_size": 64, "intermediate_size": 128, "num_heads": 2, "patch_size": 14,
+        "spatial_merge_size": 2, "temporal_patch_size": 2, "window_size": 112, "fullatt_block_indexes": [1],
+        "out_hidden_size": TEXT_HIDDEN,  # must equal the text hidden size (the merger feeds the LM directly)
+    }
     config = Qwen2_5_VLConfig(
         text_config=text, vision_config=vision, image_token_id=ids["<|image_pad|>"],
         video_token_id=ids["<|video_pad|>"], vision_start_token_id=ids["<|vision_start|>"],

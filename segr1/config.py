@@ -79,7 +79,8 @@ class RolloutConfig:
     top_p: float = 1.0
     max_new_tokens: int = 400
     max_batch_prompts: int = 32  # prompts generated together in one engine call
-    system_prompt: str = ""  # empty -> the built-in grammar description (rollout.prompts)
+    max_retries: int = 1  # a shard whose worker died is re-run on a fresh worker (at the latest weights)
+    system_prompt: str = ""  # empty -> the built-in grammar description (segr1.chat.SYSTEM_PROMPT; {frame} is replaced)
     vllm: VLLMConfig = field(default_factory=VLLMConfig)
 
 

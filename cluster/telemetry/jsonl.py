@@ -18,6 +18,9 @@ from pathlib import Path
 from typing import Any, Mapping, TextIO
 
 
+METRICS_FILE = "metrics.jsonl"  # under the run directory
+
+
 class MetricsFileError(ValueError):
     """A metrics.jsonl line is not a JSON object; the message names the file and line."""
 

@@ -25,6 +25,8 @@ BOX_COLOUR = (255, 215, 0)
 POSITIVE_COLOUR = (0, 255, 255)
 NEGATIVE_COLOUR = (255, 0, 0)
 
+IMAGES_DIR = "images"  # under the run directory
+
 _UNSAFE_FILENAME_CHARS = re.compile(r"[^A-Za-z0-9._-]")
 
 
@@ -80,7 +82,7 @@ def render_overlay(
 def overlay_path(run_dir: str | Path, step: int, sample_id: str) -> Path:
     """runs/<name>/images/step_<N>_<sample>.png, with the sample id made filename-safe."""
     safe_id = _UNSAFE_FILENAME_CHARS.sub("_", sample_id) or "sample"
-    return Path(run_dir) / "images" / f"step_{step}_{safe_id}.png"
+    return Path(run_dir) / IMAGES_DIR / f"step_{step}_{safe_id}.png"
 
 
 def save_overlay(image: np.ndarray, path: str | Path) -> Path:  # image: uint8[H, W, 3] RGB

@@ -28,7 +28,7 @@ class GrabCutSegmenter:
     name = "grabcut"
 
     def __init__(
-        self, iterations: int = 5, margin: int = 0, context: float = 0.5, point_radius: int = 3, seed: int = 0
+        self, iterations: int = 5, margin: int = 0, context: float = 1.0, point_radius: int = 3, seed: int = 0
     ) -> None:
         if iterations < 1:
             raise ValueError(f"grabcut iterations must be >= 1, got {iterations}")

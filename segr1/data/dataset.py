@@ -1,4 +1,4 @@
-"""`SegDataset`: reads a Seg-R1 Parquet file (see `segr1.data.schema`) into samples for training and evaluation.
+"""`SegDataset`: reads a Seg-R1 Parquet file (`segr1.data.schema`) into samples for training and evaluation.
 
 Training sees every image and mask in a square frame (`frame_size`^2, aspect ratio not kept, as the paper
 does): the image is resized with bilinear interpolation, the 0/255 mask likewise and then re-binarised at
@@ -22,6 +22,7 @@ import pyarrow.parquet as pq
 
 from segr1.data.codec import decode_image, decode_mask
 from segr1.data.errors import DataError
+from segr1.data.sampler import EpochSampler  # noqa: F401  (re-exported: the reader and its sampler travel together)
 from segr1.data.schema import TASKS, check_columns
 from segr1.protocol import Sample
 
@@ -80,12 +81,13 @@ class SegDataset:
         seen: dict[str, int] = {}
         for row, sample_id in enumerate(self._ids):
             if sample_id in seen:
-                raise DataError(self.path, f"duplicate sample_id {sample_id!r} (first at row {seen[sample_id]})",
-                                row=row, column="sample_id")
+                problem = f"duplicate sample_id {sample_id!r} (first at row {seen[sample_id]})"
+                raise DataError(self.path, problem, row=row, column="sample_id")
             seen[sample_id] = row
         for row, task in enumerate(self._tasks):
             if task not in TASKS:
-                raise DataError(self.path, f"unknown task {task!r}, expected one of {TASKS}", row=row, column="task")
+                problem = f"unknown task {task!r}, expected one of {TASKS}"
+                raise DataError(self.path, problem, row=row, column="task")
 
     def __len__(self) -> int:
         return len(self._ids)
@@ -132,8 +134,9 @@ class SegDataset:
         image = decode_image(data["image"], path=self.path, row=index)
         expected = self.original_size(index)
         if image.shape[:2] != expected:
-            raise DataError(self.path, f"image is {image.shape[1]}x{image.shape[0]}, width/height columns say "
-                            f"{expected[1]}x{expected[0]}", row=index, column="image")
+            problem = (f"image is {image.shape[1]}x{image.shape[0]}, "
+                       f"width/height columns say {expected[1]}x{expected[0]}")
+            raise DataError(self.path, problem, row=index, column="image")
         mask = self._decode_mask(data["mask"], index, "mask", expected)
         ignore = None
         if data.get("ignore") is not None:
@@ -143,8 +146,8 @@ class SegDataset:
     def _decode_mask(self, data: bytes | None, index: int, column: str, size: tuple[int, int]) -> np.ndarray:
         mask = decode_mask(data, path=self.path, row=index, column=column)
         if mask.shape != size:
-            raise DataError(self.path, f"{column} is {mask.shape[1]}x{mask.shape[0]}, image is {size[1]}x{size[0]}",
-                            row=index, column=column)
+            problem = f"{column} is {mask.shape[1]}x{mask.shape[0]}, image is {size[1]}x{size[0]}"
+            raise DataError(self.path, problem, row=index, column=column)
         return mask
 
     def load(self, index: int) -> Sample:

@@ -2,7 +2,8 @@
 
 `voc_scene()` returns the 375x500 RGB photo (a cluttered dining scene: people, chairs, bottles, a table)
 with its 19 instance masks, their class ids and names, and tight boxes. Use it where a test needs a real
-image with real masks (segmenters, metrics, overlays); it is cluttered, so box-only segmenters do poorly on it.
+image with real masks (segmenters, metrics, overlays); it is cluttered, so box-only segmenters do poorly
+on it.
 """
 
 from __future__ import annotations

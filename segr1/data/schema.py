@@ -2,17 +2,17 @@
 
 One row is one segmentation task: an image, the mask to find in it, and the text shown to the model.
 
-| column        | type            | meaning                                                                    |
-|---------------|-----------------|----------------------------------------------------------------------------|
-| `sample_id`   | string          | unique within the file                                                     |
-| `image`       | binary          | the ORIGINAL image file's bytes (PNG or JPEG), never re-encoded            |
-| `mask`        | binary          | PNG, single-channel uint8 at the image's size: 0 background, 255 target    |
-| `ignore`      | binary, nullable| PNG like `mask`, 255 = pixels left out of scoring (ReasonSeg); else null   |
-| `instruction` | string          | the task text shown to the model                                           |
-| `task`        | string          | "foreground" (SOD/COD), "referring" (RefCOCO/+/g) or "reasoning" (ReasonSeg)|
-| `source`      | string          | dataset name, e.g. "cod10k-train", "synthetic"                             |
-| `width`       | int32           | original image width in pixels                                             |
-| `height`      | int32           | original image height in pixels                                            |
+| column        | type             | meaning                                                               |
+|---------------|------------------|-----------------------------------------------------------------------|
+| `sample_id`   | string           | unique within the file                                                |
+| `image`       | binary           | the ORIGINAL image file's bytes (PNG or JPEG), never re-encoded       |
+| `mask`        | binary           | PNG, one uint8 channel, the image's size: 0 background, 255 target   |
+| `ignore`      | binary, nullable | PNG like `mask`; 255 = left out of scoring (ReasonSeg); else null     |
+| `instruction` | string           | the task text shown to the model                                      |
+| `task`        | string           | "foreground" (SOD/COD), "referring" (RefCOCO) or "reasoning"          |
+| `source`      | string           | dataset and split, e.g. "cod10k-train", or "synthetic"                |
+| `width`       | int32            | original image width in pixels                                        |
+| `height`      | int32            | original image height in pixels                                       |
 
 The `ignore` column is optional when reading: files without it have no ignore pixels. Masks are stored already
 binarised ({0, 255}); converters binarise source GTs at >128, the threshold `pysodmetrics` applies, so
@@ -103,8 +103,8 @@ def validate_row(row: Row, path: str, index: int) -> None:
         raise DataError(path, f"bad size {row.width}x{row.height}", row=index, column="width")
     image = decode_image(row.image, path=path, row=index)
     if image.shape[:2] != (row.height, row.width):
-        raise DataError(path, f"image is {image.shape[1]}x{image.shape[0]}, row says {row.width}x{row.height}",
-                        row=index, column="image")
+        problem = f"image is {image.shape[1]}x{image.shape[0]}, row says {row.width}x{row.height}"
+        raise DataError(path, problem, row=index, column="image")
     for column, data in (("mask", row.mask), ("ignore", row.ignore)):
         if data is None:
             continue
@@ -114,4 +114,5 @@ def validate_row(row: Row, path: str, index: int) -> None:
                             f"{image.shape[1]}x{image.shape[0]}", row=index, column=column)
         values = np.unique(mask)
         if not set(values.tolist()) <= {0, 255}:
-            raise DataError(path, f"values {values[:8].tolist()} outside {{0, 255}}", row=index, column=column)
+            problem = f"values {values[:8].tolist()} outside {{0, 255}}"
+            raise DataError(path, problem, row=index, column=column)

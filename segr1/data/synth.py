@@ -24,6 +24,11 @@ from segr1.data.writer import DatasetWriter
 
 SHAPES = ("ellipse", "superellipse", "blob", "polygon")
 AREA_RANGE = (0.05, 0.40)  # object area as a fraction of the frame
+# Difficulty knobs, in RGB units. The object/background colour shift sets how camouflaged objects are:
+# at 20-34 GrabCut from the box starts to fail outright on some images, at 28-42 it finds nearly all.
+PALETTE_SPREAD = 50.0  # distance between the two colours each texture blends
+SHIFT_RANGE = (28.0, 42.0)  # object palette offset, orthogonal to the background's colour axis
+GRAIN_STD = 7.0  # per-pixel sensor noise
 _OUTLINE_POINTS = 96
 
 
@@ -100,13 +105,13 @@ def synth_sample(seed: int, index: int, size: int = 128) -> tuple[np.ndarray, np
 
     colour_a = rng.uniform(50, 200, 3).astype(np.float32)
     axis = rng.standard_normal(3).astype(np.float32)
-    colour_b = np.clip(colour_a + 50 * axis / np.linalg.norm(axis), 0, 255)
+    colour_b = np.clip(colour_a + PALETTE_SPREAD * axis / np.linalg.norm(axis), 0, 255)
     # The object's colours: the background's palette moved orthogonally to its colour axis, so no
     # background blend can reproduce them (the cue GrabCut and a model can use).
     shift = rng.standard_normal(3).astype(np.float32)
     background_axis = (colour_b - colour_a) / (np.linalg.norm(colour_b - colour_a) + 1e-6)
     shift -= np.dot(shift, background_axis) * background_axis
-    shift *= rng.uniform(28, 42) / (np.linalg.norm(shift) + 1e-6)
+    shift *= rng.uniform(*SHIFT_RANGE) / (np.linalg.norm(shift) + 1e-6)
 
     background_cells = int(rng.integers(3, 7))
     object_cells = background_cells * 3  # same family, finer grain
@@ -115,7 +120,7 @@ def synth_sample(seed: int, index: int, size: int = 128) -> tuple[np.ndarray, np
     # A soft 1-pixel edge: camouflaged objects have no drawn outline.
     alpha = cv2.GaussianBlur(mask.astype(np.float32), (0, 0), 0.8)[..., None]
     image = background + alpha * (foreground - background)
-    image += 7.0 * rng.standard_normal(image.shape, dtype=np.float32)  # sensor grain
+    image += GRAIN_STD * rng.standard_normal(image.shape, dtype=np.float32)
     return np.clip(image, 0, 255).astype(np.uint8), mask
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 from types import TracebackType
+from typing import Self
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -41,7 +42,8 @@ class DatasetWriter:
         """Validate `row` (decoding its image and masks when `validate`), then buffer it."""
         index = self.rows_written + len(self._buffer)
         if row.sample_id in self._seen_ids:
-            raise DataError(str(self.path), f"duplicate sample_id {row.sample_id!r}", row=index, column="sample_id")
+            problem = f"duplicate sample_id {row.sample_id!r}"
+            raise DataError(str(self.path), problem, row=index, column="sample_id")
         if self.validate:
             validate_row(row, str(self.path), index)
         self._seen_ids.add(row.sample_id)
@@ -69,7 +71,7 @@ class DatasetWriter:
         self._writer.close()
         self._tmp_path.unlink(missing_ok=True)
 
-    def __enter__(self) -> DatasetWriter:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,

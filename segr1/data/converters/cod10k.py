@@ -1,4 +1,6 @@
-"""COD10K-v3 -> Seg-R1 Parquet. Layout: `<root>/{Train,Test}/Image/*.jpg`, `<root>/{Train,Test}/GT_Object/*.png`.
+"""COD10K-v3 -> Seg-R1 Parquet.
+
+Layout: `<root>/{Train,Test}/Image/*.jpg` and `<root>/{Train,Test}/GT_Object/*.png`.
 
 The COD protocol uses only the camouflaged images (`COD10K-CAM-*`: 3040 train, 2026 test); the
 `COD10K-NonCAM-*` images have no object and are counted as skipped, not converted.

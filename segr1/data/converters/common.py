@@ -79,7 +79,8 @@ def index_by_stem(folder: Path, stats: ConvertStats) -> dict[str, Path]:
         elif path.suffix.lower() not in IMAGE_EXTENSIONS:
             stats.skip("not an image file", path)
         elif path.stem in files:
-            raise DataError(str(path), f"two files with stem {path.stem!r} (the other is {files[path.stem].name})")
+            other = files[path.stem].name
+            raise DataError(str(path), f"two files with stem {path.stem!r} (the other is {other})")
         else:
             files[path.stem] = path
     return files
@@ -120,10 +121,11 @@ def foreground_row(sample_id: str, image_path: Path, mask_path: Path, source: st
     height, width = decode_image(image_bytes, path=str(image_path), column="file").shape[:2]
     gt = binarize_gt(read_gray(mask_path.read_bytes(), path=str(mask_path)))
     if gt.shape != (height, width):
-        raise DataError(str(mask_path), f"ground truth is {gt.shape[1]}x{gt.shape[0]} but image {image_path} is "
-                        f"{width}x{height}")
-    return Row(sample_id=sample_id, image=image_bytes, mask=mask_to_png(gt > 0), instruction=FOREGROUND_INSTRUCTION,
-               task="foreground", source=source, width=width, height=height)
+        raise DataError(str(mask_path), f"ground truth is {gt.shape[1]}x{gt.shape[0]} but image {image_path} "
+                        f"is {width}x{height}")
+    return Row(sample_id=sample_id, image=image_bytes, mask=mask_to_png(gt > 0),
+               instruction=FOREGROUND_INSTRUCTION, task="foreground", source=source, width=width,
+               height=height)
 
 
 def write_rows(rows: Iterable[Row], stats: ConvertStats) -> ConvertStats:
@@ -142,5 +144,5 @@ def write_rows(rows: Iterable[Row], stats: ConvertStats) -> ConvertStats:
 def convert_foreground_pairs(pairs: list[tuple[str, Path, Path]], stats: ConvertStats) -> ConvertStats:
     """Write (stem, image, GT) pairs as foreground rows with ids `<dataset>-<split>/<stem>`."""
     source = f"{stats.dataset}-{stats.split}"
-    return write_rows((foreground_row(f"{source}/{stem}", image, mask, source) for stem, image, mask in pairs),
-                      stats)
+    rows = (foreground_row(f"{source}/{stem}", image, mask, source) for stem, image, mask in pairs)
+    return write_rows(rows, stats)

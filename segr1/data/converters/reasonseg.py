@@ -20,7 +20,7 @@ import cv2
 import numpy as np
 
 from segr1.data.codec import decode_image, mask_to_png
-from segr1.data.converters.common import ConvertStats, check_split, pair_folders, require_dir, write_rows
+from segr1.data.converters.common import IMAGE_EXTENSIONS, ConvertStats, check_split, require_dir, write_rows
 from segr1.data.errors import DataError
 from segr1.data.schema import Row
 
@@ -39,7 +39,8 @@ def read_annotation(path: Path) -> dict:
     raise DataError(str(path), f"unreadable LabelMe json ({last_error})")
 
 
-def _fill(polygon: np.ndarray, shape: tuple[int, int], value: int, canvas: np.ndarray | None = None) -> np.ndarray:
+def _fill(polygon: np.ndarray, shape: tuple[int, int], value: int,
+          canvas: np.ndarray | None = None) -> np.ndarray:
     canvas = np.zeros(shape, np.uint8) if canvas is None else canvas
     cv2.polylines(canvas, [polygon], isClosed=True, color=value, thickness=1)  # outline pixels belong too
     cv2.fillPoly(canvas, [polygon], value)
@@ -63,7 +64,8 @@ def rasterize(annotation: dict, height: int, width: int, json_path: Path,
         except (KeyError, TypeError, ValueError) as error:
             raise DataError(str(json_path), f"shape {number}: bad 'points' ({error})") from error
         if len(polygon) < 3:
-            raise DataError(str(json_path), f"shape {number}: a polygon needs >= 3 points, got {len(polygon)}")
+            problem = f"shape {number}: a polygon needs >= 3 points, got {len(polygon)}"
+            raise DataError(str(json_path), problem)
         value = _IGNORE if "ignore" in label else _TARGET
         painted.append((int(_fill(polygon, (height, width), 1).sum()), polygon, value))
     labels = np.zeros((height, width), np.uint8)
@@ -105,11 +107,18 @@ def convert(root: str, out: str, split: str = "val", *, all_texts: bool = False,
     check_split("reasonseg", split, SPLITS)
     split_dir = require_dir(Path(root) / split, f"ReasonSeg {split} images and LabelMe jsons")
     stats = ConvertStats("reasonseg", split, str(out))
-    images = {path.stem: path for path in split_dir.iterdir() if path.suffix.lower() in {".jpg", ".jpeg", ".png"}}
-    jsons = {path.stem: path for path in split_dir.iterdir() if path.suffix.lower() == ".json"}
+    images: dict[str, Path] = {}
+    jsons: dict[str, Path] = {}
     for path in sorted(split_dir.iterdir()):
-        if path.stem not in images.keys() | jsons.keys() or path.is_dir():
+        kind = path.suffix.lower()
+        found = images if kind in IMAGE_EXTENSIONS else jsons if kind == ".json" else None
+        if found is None or not path.is_file():
             stats.skip("neither image nor json", path)
+        elif path.stem in found:
+            other = found[path.stem].name
+            raise DataError(str(path), f"two files with stem {path.stem!r} (the other is {other})")
+        else:
+            found[path.stem] = path
     pairs = []
     for stem in sorted(images):
         if stem in jsons:

@@ -57,7 +57,8 @@ def load_coco(path: Path):
         return COCO(str(path))
 
 
-def _expressions(refs: list[dict], refs_path: Path, stats: ConvertStats) -> dict[int, list[tuple[dict, dict]]]:
+def _expressions(refs: list[dict], refs_path: Path,
+                 stats: ConvertStats) -> dict[int, list[tuple[dict, dict]]]:
     """image_id -> [(ref, sentence)], in file order; refs without expressions are counted as skipped."""
     by_image: dict[int, list[tuple[dict, dict]]] = defaultdict(list)
     for position, ref in enumerate(refs):
@@ -69,15 +70,15 @@ def _expressions(refs: list[dict], refs_path: Path, stats: ConvertStats) -> dict
     return by_image
 
 
-def _rows(coco, by_image: dict[int, list[tuple[dict, dict]]], image_dir: Path, source: str,
-          one_per_image: bool, seed: int) -> Iterator[Row]:
+def _rows(coco, instances_path: Path, by_image: dict[int, list[tuple[dict, dict]]], image_dir: Path,
+          source: str, one_per_image: bool, seed: int) -> Iterator[Row]:
     rng = np.random.default_rng(seed)
     for image_id in sorted(by_image):
         pairs = by_image[image_id]
         if one_per_image:
             pairs = [pairs[int(rng.integers(len(pairs)))]]
         if image_id not in coco.imgs:
-            raise DataError(source, f"image_id {image_id} of the refs is not in instances.json")
+            raise DataError(str(instances_path), f"has no image {image_id} (referred to by the refs)")
         info = coco.imgs[image_id]
         image_path = image_dir / info["file_name"]
         if not image_path.is_file():
@@ -91,7 +92,8 @@ def _rows(coco, by_image: dict[int, list[tuple[dict, dict]]], image_dir: Path, s
         for ref, sentence in pairs:
             ann_id = int(ref["ann_id"])
             if ann_id not in coco.anns:
-                raise DataError(source, f"ann_id {ann_id} of ref {ref.get('ref_id')} is not in instances.json")
+                problem = f"has no annotation {ann_id} (referred to by ref {ref.get('ref_id')})"
+                raise DataError(str(instances_path), problem)
             if ann_id not in masks:
                 masks[ann_id] = mask_to_png(coco.annToMask(coco.anns[ann_id]) > 0)
             text = str(sentence.get("sent", sentence.get("raw", ""))).strip()
@@ -116,10 +118,12 @@ def convert(root: str, out: str, split: str = "val", *, dataset: str = "refcoco"
     in_split = [ref for ref in refs if ref.get("split") == split]
     if len(in_split) < len(refs):
         stats.skip("refs of other splits", refs_path, count=len(refs) - len(in_split))
-    coco = load_coco(dataset_dir / "instances.json")
+    instances_path = dataset_dir / "instances.json"
+    coco = load_coco(instances_path)
     by_image = _expressions(in_split, refs_path, stats)
     if one_per_image:
         dropped = sum(len(pairs) - 1 for pairs in by_image.values())
         if dropped:
             stats.skip("expressions not drawn (one_per_image)", refs_path, count=dropped)
-    return write_rows(_rows(coco, by_image, images, f"{dataset}-{split}", one_per_image, seed), stats)
+    rows = _rows(coco, instances_path, by_image, images, f"{dataset}-{split}", one_per_image, seed)
+    return write_rows(rows, stats)

@@ -1,0 +1,253 @@
+"""LearnerActor: one DeepSpeed training rank of the policy VLM (a plain class; Ray wraps it in learner.group).
+
+Each rank holds a DeepSpeed engine (ZeRO stage from config; gloo on CPU, NCCL on GPU) and, when beta > 0,
+a frozen reference model for the KL term. One `train_step` call is exactly one optimizer step: the rank's
+completions are split into micro-batches, each micro-batch loss is weighted by its share of the GLOBAL batch
+(sequences for seq-mean aggregation, tokens for token-mean), and gradients accumulate until `step()` averages
+them over ranks. So the update equals the full-batch GRPO objective whatever the micro-batch size or rank count.
+
+    actor = LearnerActor(cfg, model_path, rank=0, world_size=1, master_addr="127.0.0.1", master_port=29500)
+    stats = actor.train_step(items)           # {"policy/loss": ..., "policy/kl": ..., ...}
+    version, bucket_refs = actor.publish_weights()
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from learner import checkpoint as ckpt
+from learner import step_math
+from learner.batching import MicroBatch, micro_batches, sft_records, train_records
+from learner.deepspeed_config import build_ds_config, lr_lambda
+from learner.logprobs import completion_logprobs
+from learner.models import (full_state_dict, gathered, load_vlm, resolve_device, resolve_dtype,
+                            trainable_weights)
+from segr1.chat import image_inputs, non_output_token_ids
+from segr1.config import Config
+from segr1.protocol import SFTItem, TrainItem
+from segr1.weights import WeightSyncGroup, iter_buckets
+
+
+class LearnerActor:
+    def __init__(self, cfg: Config, model_path: str, rank: int = 0, world_size: int = 1,
+                 master_addr: str = "127.0.0.1", master_port: int = 29500) -> None:
+        import deepspeed
+        from transformers import AutoProcessor
+
+        self.cfg, self.model_path, self.rank, self.world_size = cfg, model_path, rank, world_size
+        self.device = resolve_device()
+        self.dtype = resolve_dtype(cfg.model.dtype, self.device)
+        # DeepSpeed reads the rendezvous from the environment (torchrun style); Ray gives each rank one device
+        os.environ.update(RANK=str(rank), LOCAL_RANK="0", WORLD_SIZE=str(world_size),
+                          MASTER_ADDR=master_addr, MASTER_PORT=str(master_port))
+        if self.device.type == "cpu":
+            # DeepSpeed's shared-memory all-reduce serves inference only, yet it is compiled (minutes of C++)
+            # at init when marked compatible; training on CPU uses gloo, so skip it
+            deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
+        deepspeed.init_distributed(dist_backend="nccl" if self.device.type == "cuda" else "gloo")
+        torch.manual_seed(cfg.run.seed)  # identical initial state on every rank
+
+        self.processor = AutoProcessor.from_pretrained(model_path)
+        model = load_vlm(model_path, cfg.model, self.dtype, self.device, trainable=True)
+        self.engine, _, _, self.scheduler = deepspeed.initialize(
+            model=model,
+            model_parameters=[p for p in model.parameters() if p.requires_grad],
+            config=build_ds_config(cfg.learner, world_size=world_size, bf16=self.dtype == torch.bfloat16),
+            lr_scheduler=lambda opt: torch.optim.lr_scheduler.LambdaLR(
+                opt, lr_lambda(cfg.learner.lr_schedule, cfg.learner.warmup_steps, cfg.run.steps)),
+        )
+        self.reference: torch.nn.Module | None = None
+        self.reference_from_policy = False  # True after reset_reference(): the checkpoint must carry it
+        if cfg.algorithm.beta != 0:
+            ref_device = torch.device("cpu") if cfg.learner.ref_offload else self.device
+            self.reference = load_vlm(model_path, cfg.model, self.dtype, ref_device, trainable=False)
+        config = self.engine.module.config
+        self.image_token_id: int = config.image_token_id
+        self.video_token_id: int | None = getattr(config, "video_token_id", None)
+        eos = self.engine.module.generation_config.eos_token_id
+        eos = list(eos) if isinstance(eos, (list, tuple)) else [eos]
+        self.eos_ids: list[int] = sorted({*eos, self.processor.tokenizer.eos_token_id} - {None})
+        self.pad_id: int = self.processor.tokenizer.pad_token_id
+        # the same never-sampled special tokens the rollout engines mask, so both score one distribution
+        self.masked_ids = sorted(set(non_output_token_ids(self.processor.tokenizer)) - set(self.eos_ids))
+        self.step = 0  # optimizer steps taken
+        self.version = 0  # weights version: 0 = the checkpoint the rollout workers loaded from disk
+        self._sync_group: WeightSyncGroup | None = None
+
+    # ------------------------------------------------------------------------------------------ training
+    def train_step(self, items: list[TrainItem]) -> dict[str, float]:
+        """One GRPO optimizer step on this rank's share of the batch; stats are global (all-reduced)."""
+        batches = self._micro_batches(train_records(items, self._vision(items)))
+        algo = self.cfg.algorithm
+        plan = step_math.LossWeights.build(batches, algo.agg, self.world_size, self.device)
+        ref_logps = self._reference_logprobs(batches) if self.reference is not None else [None] * len(batches)
+        sums = step_math.StatSums(self.device)
+        self.engine.train()
+        lr = self.current_lr()
+        for index, (mb, real) in enumerate(step_math.pad_for_lockstep(batches, self._lockstep(plan))):
+            mb = mb.to(self.device, self.dtype)
+            logp, entropy = self._logprobs(self.engine, mb, with_entropy=True)
+            # one optimizer step per rollout batch: the pre-update policy IS the current one, so recomputed
+            # old log-probs are the current ones, detached (no second forward needed)
+            old = logp.detach() if self.cfg.learner.recompute_old_logp else mb.rollout_logprobs
+            ref = ref_logps[min(index, len(batches) - 1)]
+            loss, kl_sum, clipped = step_math.grpo_loss(logp, old, ref, mb, algo, self.cfg.rollout.max_new_tokens)
+            weight = plan.weight(mb) if real else 0.0
+            self.engine.backward(loss * weight, scale_wrt_gas=False)
+            if real:
+                sums.add(mb, loss.detach() * weight, kl_sum, clipped, entropy)
+        self.engine.step()
+        self.step += 1
+        return {**sums.reduce(self.world_size), "policy/grad_norm": self._grad_norm(), "policy/lr": lr}
+
+    def sft_step(self, items: list[SFTItem]) -> dict[str, float]:
+        """Warm start: one optimizer step of token-mean cross-entropy on the targets, at warm_start.lr.
+
+        The lr schedule is not advanced: it belongs to the GRPO stage."""
+        batches = self._micro_batches(sft_records(items, self._vision(items)))
+        plan = step_math.LossWeights.build(batches, "token-mean", self.world_size, self.device)
+        sums = step_math.StatSums(self.device)
+        self.engine.train()
+        for mb, real in step_math.pad_for_lockstep(batches, self._lockstep(plan)):
+            mb = mb.to(self.device, self.dtype)
+            logp, _ = self._logprobs(self.engine, mb, temperature=1.0)  # SFT: the model's own distribution
+            loss = -(logp * mb.loss_mask).sum() / mb.loss_mask.sum().clamp(min=1)  # token mean of this batch
+            weight = plan.weight(mb) if real else 0.0
+            self.engine.backward(loss * weight, scale_wrt_gas=False)
+            if real:
+                sums.add(mb, loss.detach() * weight)
+        optimizer, scheduler = self.engine.optimizer, self.engine.lr_scheduler
+        saved_lrs = [group["lr"] for group in optimizer.param_groups]
+        for group in optimizer.param_groups:
+            group["lr"] = self.cfg.algorithm.warm_start.lr
+        self.engine.lr_scheduler = None  # keep the GRPO schedule where it is
+        try:
+            self.engine.step()
+        finally:
+            self.engine.lr_scheduler = scheduler
+            for group, lr in zip(optimizer.param_groups, saved_lrs):
+                group["lr"] = lr
+        stats = sums.reduce(self.world_size)
+        return {"sft/loss": stats["policy/loss"], "sft/tokens": stats["policy/tokens"],
+                "sft/grad_norm": self._grad_norm(), "sft/lr": self.cfg.algorithm.warm_start.lr}
+
+    def logprobs(self, items: list[TrainItem]) -> list[list[list[float]]]:
+        """Teacher-forced log-probs of every completion token (no EOS truncation), per item and completion."""
+        records = train_records(items, self._vision(items))
+        out: list[list[list[float]]] = [[[] for _ in item.completion_ids] for item in items]
+        self.engine.eval()
+        with torch.no_grad():
+            for mb in self._micro_batches(records):
+                logp, _ = self._logprobs(self.engine, mb.to(self.device, self.dtype))
+                for row, (i, j) in enumerate(mb.sources):
+                    out[i][j] = logp[row, : int(mb.completion_lengths[row])].cpu().tolist()
+        return out
+
+    def reset_reference(self) -> None:
+        """Make the current policy the reference (a new stage starts here, e.g. after the warm start)."""
+        if self.reference is None:
+            return
+        module = self.engine.module
+        with gathered(list(module.parameters())):
+            self.reference.load_state_dict(module.state_dict())
+        self.reference_from_policy = True
+
+    # ------------------------------------------------------------------------------------------ weights
+    def weights_version(self) -> int:
+        return self.version
+
+    def publish_weights(self) -> tuple[int, list[Any]]:
+        """Bump the version; rank 0 puts the trainable weights into the object store as buckets (one put each).
+
+        Every rank must call it (ZeRO-3 gathers collectively); ranks > 0 return no refs."""
+        import ray
+
+        self.version += 1
+        named = trainable_weights(self.engine.module)
+        refs: list[Any] = []
+        with gathered([p for _, p in named]):
+            if self.rank == 0:
+                bucket_bytes = self.cfg.learner.sync.bucket_mb << 20
+                refs = [ray.put(bucket) for bucket in iter_buckets(named, bucket_bytes, self.version)]
+        return self.version, refs
+
+    def join_weight_sync(self, host: str, port: int, world_size: int, backend: str) -> None:
+        """Rank 0 joins the collective weight-sync group as its sender (group rank 0)."""
+        if self.rank == 0:
+            self._sync_group = WeightSyncGroup(host, port, 0, world_size, backend)
+
+    def broadcast_weights(self) -> int:
+        """Bump the version and broadcast over the sync group (rollout workers call receive_weights meanwhile)."""
+        from learner.nccl_sync import send_weights
+
+        self.version += 1
+        named = trainable_weights(self.engine.module)
+        with gathered([p for _, p in named]):
+            if self.rank == 0:
+                if self._sync_group is None:
+                    raise RuntimeError("broadcast_weights: call join_weight_sync first")
+                send_weights(self._sync_group, named, self.cfg.learner.sync.bucket_mb << 20, self.version)
+        return self.version
+
+    # ------------------------------------------------------------------------------------------ checkpoints
+    def save_checkpoint(self, directory: str, extra_state: dict[str, Any]) -> None:
+        """Atomic checkpoint (layout in learner/checkpoint.py); every rank must call it."""
+        ckpt.save_learner(self, Path(directory), extra_state)
+
+    def load_checkpoint(self, directory: str) -> dict[str, Any]:
+        """Exact resume: weights, optimizer, lr schedule, RNG, step and version; returns extra_state."""
+        return ckpt.load_learner(self, Path(directory))
+
+    def export_hf(self, directory: str) -> None:
+        ckpt.export_hf(self, Path(directory))
+
+    # ------------------------------------------------------------------------------------------ helpers
+    def current_lr(self) -> float:
+        return float(self.engine.optimizer.param_groups[0]["lr"])
+
+    def _logprobs(self, model: Any, mb: MicroBatch, with_entropy: bool = False,
+                  temperature: float | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Log-probs [B, C] under the distribution the rollout engine sampled from (its temperature, its mask)."""
+        if temperature is None:
+            rollout_t = self.cfg.rollout.temperature
+            temperature = rollout_t if rollout_t > 0 else 1.0  # greedy rollouts: score the model's own softmax
+        return completion_logprobs(model, mb, image_token_id=self.image_token_id,
+                                   video_token_id=self.video_token_id, temperature=temperature,
+                                   with_entropy=with_entropy, masked_ids=self.masked_ids)
+
+    def _vision(self, items: list[Any]) -> list[dict[str, torch.Tensor]]:
+        return [image_inputs(self.processor, [item.image]) for item in items]
+
+    def _micro_batches(self, records: list[Any]) -> list[MicroBatch]:
+        return micro_batches(records, self.cfg.learner.micro_batch_size, self.eos_ids, self.pad_id)
+
+    def _lockstep(self, plan: step_math.LossWeights) -> int:
+        """Micro-batches to run: ZeRO-3 ranks must run the same number (parameter gathers are collective)."""
+        return plan.num_micro if self.cfg.learner.zero_stage == 3 else 0
+
+    def _reference_logprobs(self, batches: list[MicroBatch]) -> list[torch.Tensor]:
+        """Reference log-probs [B, C] per micro-batch, all computed before training; an offloaded reference
+        visits the device once for the whole step."""
+        assert self.reference is not None
+        if self.cfg.learner.ref_offload:
+            self.reference.to(self.device)
+        try:
+            with torch.no_grad():
+                return [self._logprobs(self.reference, mb.to(self.device, self.dtype))[0] for mb in batches]
+        finally:
+            if self.cfg.learner.ref_offload:
+                self.reference.to("cpu")
+
+    def _grad_norm(self) -> float:
+        norm = self.engine.get_global_grad_norm()
+        return float(norm) if norm is not None else float("nan")
+
+    def full_state_dict(self) -> dict[str, torch.Tensor]:
+        """CPU copy of the whole policy state dict (gathered under ZeRO-3); for tests and export."""
+        module = self.engine.module
+        with gathered(list(module.parameters())):
+            return full_state_dict(module)

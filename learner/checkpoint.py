@@ -1,0 +1,245 @@
+"""Learner checkpoint files: layout, atomic commit, RNG capture, and loading with errors that name the file.
+
+    runs/<name>/checkpoints/step_<N>/
+        model.safetensors      policy weights (HF state_dict names; loadable into the HF model)
+        reference.safetensors  only when the reference was reset from the policy (e.g. after the warm start)
+        optimizer.pt           rank 0 optimizer + lr-scheduler state; optimizer.rank<R>.pt for ranks R > 0
+        rng.pt                 python / numpy / torch (/ cuda) RNG states; rng.rank<R>.pt for ranks R > 0
+        state.json             step, weights version, world size, ZeRO stage, extra_state (sampler cursor, ...)
+
+Every rank writes into a staging directory `.step_<N>.tmp` beside the target; rank 0 renames it into place
+after a barrier, so a crash never leaves a half-written `step_<N>` behind (state.json is written last).
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+import random
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+STATE_FILE = "state.json"
+MODEL_FILE = "model.safetensors"
+REFERENCE_FILE = "reference.safetensors"
+FORMAT_VERSION = 1
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint is missing, incomplete, corrupt or incompatible; the message names the file."""
+
+
+def rank_file(stem: str, suffix: str, rank: int) -> str:
+    return f"{stem}{suffix}" if rank == 0 else f"{stem}.rank{rank}{suffix}"
+
+
+def staging_dir(final: Path) -> Path:
+    """Deterministic, so every rank finds it without talking to rank 0."""
+    return final.parent / f".{final.name}.tmp"
+
+
+def commit(staging: Path, final: Path) -> None:
+    """Move a completed staging directory into place (replacing an older copy of the same step)."""
+    if final.exists():
+        shutil.rmtree(final)
+    staging.rename(final)
+
+
+# ------------------------------------------------------------------------------------------------ writing
+def save_tensors(path: Path, tensors: dict[str, torch.Tensor]) -> None:
+    from safetensors.torch import save_file
+
+    save_file({k: v.contiguous() for k, v in tensors.items()}, str(path), metadata={"format": "pt"})
+
+
+def save_json(path: Path, state: dict[str, Any]) -> None:
+    try:
+        text = json.dumps(state, indent=2, sort_keys=True)
+    except TypeError as e:
+        raise CheckpointError(f"{path.name}: extra_state must be JSON-serialisable ({e})") from None
+    path.write_text(text)
+
+
+def rng_state() -> dict[str, Any]:
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+# ------------------------------------------------------------------------------------------------ reading
+def require(directory: Path, *names: str) -> None:
+    """Raise CheckpointError naming the first missing file (or a missing directory)."""
+    if not directory.is_dir():
+        raise CheckpointError(f"checkpoint directory not found: {directory}")
+    for name in names:
+        if not (directory / name).is_file():
+            raise CheckpointError(f"checkpoint {directory} is incomplete: missing file {directory / name}")
+
+
+def load_tensors(path: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint file not found: {path}")
+    try:
+        return load_file(str(path))
+    except Exception as e:  # safetensors raises its own error types for truncated or garbled headers
+        raise CheckpointError(f"corrupt checkpoint file {path}: {e}") from e
+
+
+def load_torch(path: Path) -> Any:
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint file not found: {path}")
+    try:
+        # RNG states hold numpy arrays and python tuples: written by us, so full unpickling is acceptable
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except (RuntimeError, EOFError, pickle.UnpicklingError, ValueError, OSError) as e:
+        raise CheckpointError(f"corrupt checkpoint file {path}: {e}") from e
+
+
+def load_json(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint file not found: {path}")
+    try:
+        state = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"corrupt checkpoint file {path}: {e}") from e
+    if not isinstance(state, dict) or state.get("format") != FORMAT_VERSION:
+        raise CheckpointError(f"{path}: not a learner checkpoint state (format {FORMAT_VERSION} expected)")
+    return state
+
+
+def check_compatible(path: Path, state: dict[str, Any], world_size: int, zero_stage: int) -> None:
+    """Optimizer partitions are per rank: resuming needs the same world size and ZeRO stage."""
+    if state.get("world_size") != world_size or state.get("zero_stage") != zero_stage:
+        raise CheckpointError(
+            f"{path}: saved with world_size={state.get('world_size')} zero_stage={state.get('zero_stage')}, "
+            f"now world_size={world_size} zero_stage={zero_stage}; resume with the same learner settings")
+
+
+def copy_into(model: torch.nn.Module, tensors: dict[str, torch.Tensor], path: Path) -> None:
+    """Copy saved tensors into `model` in place (keeps DeepSpeed's references to the parameters valid)."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in tensors]
+    unknown = [k for k in tensors if k not in own]
+    if missing or unknown:
+        raise CheckpointError(f"{path}: weights do not match the model (missing {missing[:3]}, unknown "
+                              f"{unknown[:3]}); was it saved from a different model?")
+    with torch.no_grad():
+        for name, target in own.items():
+            source = tensors[name]
+            if source.shape != target.shape:
+                raise CheckpointError(f"{path}: {name} has shape {tuple(source.shape)}, model has "
+                                      f"{tuple(target.shape)}")
+            target.copy_(source)
+
+
+# ------------------------------------------------------------------------------------------------ learner state
+def _barrier(world_size: int) -> None:
+    if world_size > 1:
+        torch.distributed.barrier()
+
+
+def _load_optimizer(optimizer: Any, state: dict[str, Any], rank: int, world_size: int) -> None:
+    """DeepSpeed's ZeRO/bf16 wrappers take one state per data-parallel rank and restore their fp32 master
+    copies from it (exact); a bare torch optimizer takes its own state dict."""
+    import inspect
+
+    if "load_from_fp32_weights" in inspect.signature(optimizer.load_state_dict).parameters:
+        per_rank: list[Any] = [None] * world_size
+        per_rank[rank] = state
+        optimizer.load_state_dict(per_rank, load_optimizer_states=True, load_from_fp32_weights=True)
+    else:
+        optimizer.load_state_dict(state)
+
+
+def save_learner(actor: Any, final: Path, extra_state: dict[str, Any]) -> None:
+    """Write `final` atomically from every rank of `actor`'s world (all ranks must call)."""
+    from learner.models import full_state_dict, gathered
+
+    rank, world = actor.rank, actor.world_size
+    state = {"format": FORMAT_VERSION, "step": actor.step, "version": actor.version, "world_size": world,
+             "zero_stage": actor.cfg.learner.zero_stage, "extra_state": extra_state}
+    staging = staging_dir(final)
+    if rank == 0:
+        json.dumps(state)  # fail before writing gigabytes if extra_state cannot be stored
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir(parents=True)
+    _barrier(world)
+    module = actor.engine.module
+    with gathered(list(module.parameters())):
+        if rank == 0:
+            save_tensors(staging / MODEL_FILE, full_state_dict(module))
+    if rank == 0 and actor.reference is not None and actor.reference_from_policy:
+        save_tensors(staging / REFERENCE_FILE, full_state_dict(actor.reference))
+    torch.save({"optimizer": actor.engine.optimizer.state_dict(),
+                "lr_scheduler": actor.engine.lr_scheduler.state_dict()},
+               staging / rank_file("optimizer", ".pt", rank))
+    torch.save(rng_state(), staging / rank_file("rng", ".pt", rank))
+    _barrier(world)
+    if rank == 0:
+        save_json(staging / STATE_FILE, state)  # last: its presence marks a complete checkpoint
+        commit(staging, final)
+    _barrier(world)
+
+
+def load_learner(actor: Any, directory: Path) -> dict[str, Any]:
+    """Restore weights, optimizer, lr schedule, RNG, step and version into `actor`; returns extra_state."""
+    from learner.models import gathered
+
+    rank, world = actor.rank, actor.world_size
+    optimizer_file, rng_file = rank_file("optimizer", ".pt", rank), rank_file("rng", ".pt", rank)
+    require(directory, STATE_FILE, MODEL_FILE, optimizer_file, rng_file)
+    state = load_json(directory / STATE_FILE)
+    check_compatible(directory / STATE_FILE, state, world, actor.cfg.learner.zero_stage)
+    module = actor.engine.module
+    weights = load_tensors(directory / MODEL_FILE)
+    with gathered(list(module.parameters()), modifier_rank=0):
+        copy_into(module, weights, directory / MODEL_FILE)
+    if (directory / REFERENCE_FILE).is_file() and actor.reference is not None:
+        copy_into(actor.reference, load_tensors(directory / REFERENCE_FILE), directory / REFERENCE_FILE)
+        actor.reference_from_policy = True
+    saved = load_torch(directory / optimizer_file)
+    try:
+        _load_optimizer(actor.engine.optimizer, saved["optimizer"], rank, world)
+        actor.engine.lr_scheduler.load_state_dict(saved["lr_scheduler"])
+    except (KeyError, ValueError, RuntimeError, AssertionError) as e:
+        raise CheckpointError(f"{directory / optimizer_file}: optimizer state does not fit this learner ({e})") from e
+    set_rng_state(load_torch(directory / rng_file))
+    actor.step, actor.version = int(state["step"]), int(state["version"])
+    _barrier(world)
+    return dict(state["extra_state"])
+
+
+def export_hf(actor: Any, final: Path) -> None:
+    """An HF model directory (weights, config, generation config, processor) that transformers and vLLM load."""
+    from learner.models import full_state_dict, gathered
+
+    module = actor.engine.module
+    staging = staging_dir(final)
+    with gathered(list(module.parameters())):
+        weights = full_state_dict(module) if actor.rank == 0 else {}
+    if actor.rank == 0:
+        shutil.rmtree(staging, ignore_errors=True)
+        use_cache = module.config.use_cache
+        module.config.use_cache = True  # the exported model is for generation
+        try:
+            module.save_pretrained(staging, state_dict=weights)
+        finally:
+            module.config.use_cache = use_cache
+        actor.processor.save_pretrained(staging)
+        commit(staging, final)
+    _barrier(actor.world_size)

@@ -1,0 +1,127 @@
+"""GRPO math: group-relative advantages, per-token KL estimators and the clipped policy-gradient loss.
+
+With one completion-level advantage A_i per sample and per-token ratio r_t = exp(logp_t - old_logp_t):
+
+    A_i    = (R_i - mean_group(R)) / (std_group(R) + eps)        (scale="std"; "none": R_i - mean, Dr.GRPO)
+    L_t    = -( min(A_i r_t, A_i clip(r_t, 1 - clip_low, 1 + clip_high)) - beta KL_t )
+    KL_t   = exp(ref_t - logp_t) - (ref_t - logp_t) - 1                       (k3; k1 and k2 also offered)
+
+and L aggregates L_t over the completion tokens (mask) as chosen by ``agg``. The released Seg-R1 objective is
+clip_low=None (no clipping: one update per rollout batch, so r_t == 1 in value but carries the policy
+gradient), beta=0.04, k3 and "seq-mean-token-mean".
+
+Pure torch; no config objects; inputs are never modified.
+"""
+
+from __future__ import annotations
+
+import torch
+
+ADVANTAGE_SCALES = ("std", "none")
+KL_KINDS = ("k1", "k2", "k3")
+AGGREGATIONS = ("seq-mean-token-mean", "token-mean", "seq-mean-token-sum-norm")
+
+
+def group_advantages(
+    rewards: torch.Tensor, group_size: int, scale: str = "std", eps: float = 1e-4
+) -> torch.Tensor:
+    """Advantages of rewards[N], N = groups * group_size, each group a consecutive run -> [N].
+
+    "std" divides by the unbiased group std (+ eps); "none" only centres (Dr.GRPO). A group whose rewards
+    are all equal carries no signal and gets exactly zero advantages.
+    """
+    if scale not in ADVANTAGE_SCALES:
+        raise ValueError(f"scale must be one of {ADVANTAGE_SCALES}, got {scale!r}")
+    if group_size < 1 or rewards.dim() != 1 or rewards.numel() % group_size:
+        raise ValueError(f"rewards {list(rewards.shape)} do not split into groups of group_size={group_size}")
+    grouped = rewards.reshape(-1, group_size)  # [groups, G]
+    centred = grouped - grouped.mean(dim=1, keepdim=True)
+    if scale == "std":
+        std = grouped.std(dim=1, keepdim=True) if group_size > 1 else torch.zeros_like(centred[:, :1])
+        centred = centred / (std + eps)
+    constant = grouped.amax(dim=1, keepdim=True) == grouped.amin(dim=1, keepdim=True)  # [groups, 1]
+    return torch.where(constant, 0.0, centred).reshape(-1)
+
+
+def kl_penalty(logp: torch.Tensor, ref_logp: torch.Tensor, kind: str = "k3") -> torch.Tensor:
+    """Per-token estimate of KL(policy || reference) from sampled-token log-probs [B, T] -> [B, T].
+
+    k1 = logp - ref (unbiased, can be negative); k2 = (logp - ref)^2 / 2; k3 = exp(ref - logp) - (ref - logp) - 1
+    (unbiased and non-negative; the released Seg-R1 choice).
+    """
+    log_ratio = ref_logp - logp
+    if kind == "k1":
+        return -log_ratio
+    if kind == "k2":
+        return 0.5 * log_ratio * log_ratio
+    if kind == "k3":
+        return torch.exp(log_ratio) - log_ratio - 1
+    raise ValueError(f"kind must be one of {KL_KINDS}, got {kind!r}")
+
+
+def policy_loss(
+    logp: torch.Tensor,  # [B, T] log-probs of the sampled tokens under the policy being trained
+    old_logp: torch.Tensor,  # [B, T] the same under the policy that sampled them
+    ref_logp: torch.Tensor | None,  # [B, T] the same under the frozen reference (unused when beta == 0)
+    advantages: torch.Tensor,  # [B] one per completion
+    mask: torch.Tensor,  # [B, T] 1 for completion tokens (up to and including the first EOS), else 0
+    *,
+    clip_low: float | None = 0.2,
+    clip_high: float | None = 0.2,
+    beta: float = 0.04,
+    kl: str = "k3",
+    agg: str = "seq-mean-token-mean",
+    max_len: int | None = None,
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """GRPO loss (scalar, differentiable in ``logp``) and float statistics of the batch.
+
+    clip_low=None: no clipping. clip_high=None: same as clip_low. ``max_len`` is the constant divisor of
+    "seq-mean-token-sum-norm" (default T). Statistics: ``kl`` (mean per token), ``clip_frac`` (share of
+    tokens where the clipped branch is the one taken), ``ratio_mean``, ``adv_mean`` (per completion),
+    ``tokens`` (number of masked tokens).
+    """
+    if agg not in AGGREGATIONS:
+        raise ValueError(f"agg must be one of {AGGREGATIONS}, got {agg!r}")
+    if logp.dim() != 2 or old_logp.shape != logp.shape or mask.shape != logp.shape:
+        raise ValueError(f"logp {list(logp.shape)}, old_logp {list(old_logp.shape)}, mask {list(mask.shape)}")
+    if advantages.shape != logp.shape[:1]:
+        raise ValueError(f"advantages {list(advantages.shape)} must be [B] for logp {list(logp.shape)}")
+    mask = mask.to(logp.dtype)
+    adv = advantages.to(logp.dtype)[:, None]  # [B, 1]
+    ratio = torch.exp(logp - old_logp)  # [B, T]
+    surrogate = adv * ratio
+    clipped_taken = torch.zeros_like(mask, dtype=torch.bool)
+    if clip_low is not None:
+        high = clip_low if clip_high is None else clip_high
+        clipped = adv * ratio.clamp(1 - clip_low, 1 + high)
+        clipped_taken = clipped < surrogate  # the pessimistic (min) branch is the clipped one
+        surrogate = torch.minimum(surrogate, clipped)
+    per_token = -surrogate  # [B, T]
+    kl_value = torch.zeros_like(logp)
+    if beta != 0:
+        if ref_logp is None:
+            raise ValueError("ref_logp is required when beta != 0")
+        kl_value = kl_penalty(logp, ref_logp, kl)
+        per_token = per_token + beta * kl_value
+
+    loss = _aggregate(per_token, mask, agg, logp.shape[1] if max_len is None else max_len)
+    tokens = mask.sum().clamp(min=1)
+    with torch.no_grad():
+        stats = {
+            "kl": float((kl_value * mask).sum() / tokens),
+            "clip_frac": float((clipped_taken.to(mask.dtype) * mask).sum() / tokens),
+            "ratio_mean": float((ratio * mask).sum() / tokens),
+            "adv_mean": float(advantages.float().mean()),
+            "tokens": float(mask.sum()),
+        }
+    return loss, stats
+
+
+def _aggregate(per_token: torch.Tensor, mask: torch.Tensor, agg: str, max_len: int) -> torch.Tensor:
+    """Reduce per-token losses [B, T] over the masked tokens to a scalar."""
+    token_sums = (per_token * mask).sum(dim=1)  # [B]
+    if agg == "token-mean":  # every token weighs the same (DAPO)
+        return token_sums.sum() / mask.sum().clamp(min=1)
+    if agg == "seq-mean-token-sum-norm":  # a constant divisor: no length bias (Dr.GRPO)
+        return (token_sums / max_len).mean()
+    return (token_sums / mask.sum(dim=1).clamp(min=1)).mean()  # every completion weighs the same

@@ -1,0 +1,54 @@
+"""GPU weight broadcast: learner rank 0 -> rollout workers over one collective group (sender side).
+
+The learner's rank 0 and every rollout worker join a `segr1.weights.WeightSyncGroup` (TCPStore rendezvous at
+the learner's address; group rank 0 = learner). Each sync then runs concurrently on both sides:
+
+    learner rank 0:   send_weights(group, trainable_weights, bucket_bytes, version)
+    each worker:      version, tensors = segr1.weights.receive_weights(group)
+                      engine.update_weights(tensors, version)
+
+The header (version and bucket layouts) travels over the group itself, then one device buffer per bucket:
+packing is a device-to-device copy, so the weights never touch host memory. With backend "gloo" the same code
+runs on CPU, which is how it is tested here; with "nccl" it needs one GPU per process.
+Group membership is fixed: when the rollout pool grows or shrinks, every member leaves and a new group (new port)
+is formed before the next sync.
+"""
+
+from __future__ import annotations
+
+import socket
+from typing import Iterable
+
+import torch
+
+from segr1.weights import WeightSyncGroup, fill_buffer, plan_layouts
+
+
+def free_port(host: str = "") -> int:
+    """A TCP port that is free right now on this node (the rendezvous binds it moments later)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def sync_backend(transport: str, has_gpu: bool) -> str:
+    """`learner.sync.transport` -> collective backend; raises when NCCL is asked for without a GPU."""
+    if transport == "nccl" and not has_gpu:
+        raise ValueError("learner.sync.transport=nccl needs GPUs on the learner and rollout workers")
+    return "nccl" if has_gpu else "gloo"
+
+
+def send_weights(group: WeightSyncGroup, named_tensors: Iterable[tuple[str, torch.Tensor]], bucket_bytes: int,
+                 version: int) -> int:
+    """Broadcast `named_tensors` from group rank 0 in buckets of <= bucket_bytes; returns bytes sent."""
+    if group.rank != 0:
+        raise ValueError(f"send_weights runs on group rank 0 (the learner), this process is rank {group.rank}")
+    plans = plan_layouts(named_tensors, bucket_bytes, version)
+    group.broadcast_header(version, [layout for layout, _ in plans])
+    sent = 0
+    for layout, tensors in plans:
+        buffer = torch.empty(layout.nbytes, dtype=torch.uint8, device=group.device)
+        fill_buffer(buffer, layout, tensors)  # device-to-device copies on GPU
+        group.broadcast(buffer)
+        sent += layout.nbytes
+    return sent

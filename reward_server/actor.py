@@ -1,0 +1,135 @@
+"""RewardActor: scores batches of completion groups (parse -> segment -> metrics -> reward).
+
+A plain class; the pool wraps it with `ray.remote(...).options(...)` using resources from `cfg.reward`.
+It owns one heavy resource, the segmenter. Per group: every completion is parsed with the strict grammar
+(a failure is reward 0 with its reason code, never an exception); all parsed completions are segmented in
+ONE segmenter call, so the image is encoded once; masks are scored against the ground truth with the
+paper's reward, and returned as COCO RLE when the request asks for them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from collections import Counter
+from typing import Any
+
+import numpy as np
+import torch
+
+from reward_server import rle
+from reward_server.parse import FormatError, SegPrompt, parse_completion
+from reward_server.scoring import combine, score_masks
+from reward_server.segmenters import Segmenter, build
+from segr1.config import Config, RewardConfig
+from segr1.protocol import GroupReward, RewardBreakdown, RewardRequest
+
+
+def build_segmenter(reward: RewardConfig, seed: int = 0) -> Segmenter:
+    """The configured backend with its config group's options (`reward.sam2` or `reward.grabcut`)."""
+    options = dataclasses.asdict(getattr(reward, reward.segmenter))
+    return build(reward.segmenter, seed=seed, **options)
+
+
+class RewardActor:
+    """Turns RewardRequests into GroupRewards with one segmenter."""
+
+    def __init__(self, cfg: Config, actor_id: str = "reward-0", segmenter: Segmenter | None = None) -> None:
+        self.cfg = cfg
+        self.actor_id = actor_id
+        # Every actor builds the same segmenter (random test weights included: the seed is the run's).
+        self.segmenter = segmenter if segmenter is not None else build_segmenter(cfg.reward, seed=cfg.run.seed)
+        self._started = time.monotonic()
+        self._counts: Counter[str] = Counter()
+        self._seconds: Counter[str] = Counter()
+
+    def score(self, requests: list[RewardRequest]) -> list[GroupReward]:
+        """Score each group; the results are in request order."""
+        start = time.perf_counter()
+        results = [self._score_group(request) for request in requests]
+        self._seconds["busy_s"] += time.perf_counter() - start
+        return results
+
+    def health(self) -> dict[str, Any]:
+        return {"actor_id": self.actor_id, "ok": True, "segmenter": self.segmenter.name, "pid": os.getpid()}
+
+    def stats(self) -> dict[str, Any]:
+        """Totals since the actor started: groups, completions, failures per reason code, seconds."""
+        return {
+            "actor_id": self.actor_id,
+            "uptime_s": time.monotonic() - self._started,
+            "groups": self._counts["groups"],
+            "completions": self._counts["completions"],
+            "masks": self._counts["masks"],
+            "reasons": {key[len("reason/"):]: n for key, n in self._counts.items() if key.startswith("reason/")},
+            **dict(self._seconds),
+        }
+
+    # ------------------------------------------------------------------------------------------ one group
+    def _score_group(self, request: RewardRequest) -> GroupReward:
+        image, gt = _checked_inputs(request)
+        height, width = gt.shape
+        parsed: dict[int, SegPrompt] = {}
+        reasons: dict[int, str] = {}
+        for index, text in enumerate(request.texts):
+            try:
+                parsed[index] = self._parse(text, width, height)
+            except FormatError as error:
+                reasons[index] = error.code
+
+        masks = np.zeros((len(request.texts), height, width), dtype=bool)  # [G, H, W]
+        encode_s = decode_s = 0.0
+        if parsed:
+            order = sorted(parsed)
+            masks[order] = self.segmenter.segment(image, [parsed[i] for i in order])  # one encode per group
+            encode_s, decode_s = self.segmenter.last_timing.encode_s, self.segmenter.last_timing.decode_s
+
+        breakdowns = self._breakdowns(masks, gt, parsed, reasons)
+        self._counts.update(groups=1, completions=len(request.texts), masks=len(parsed))
+        self._counts.update(f"reason/{code}" for code in reasons.values())
+        self._seconds.update(encode_s=encode_s, decode_s=decode_s)
+        return GroupReward(
+            group_id=request.group_id,
+            breakdowns=breakdowns,
+            masks_rle=rle.encode_masks(masks) if request.return_masks else None,
+            encode_s=encode_s,
+            decode_s=decode_s,
+            actor_id=self.actor_id,
+        )
+
+    def _parse(self, text: str, width: int, height: int) -> SegPrompt:
+        reward = self.cfg.reward
+        return parse_completion(
+            text, width, height,
+            require_think=reward.require_think, max_boxes=reward.max_boxes, max_points=reward.max_points,
+            max_chars=reward.max_chars, grammar=reward.grammar,
+        )
+
+    def _breakdowns(
+        self, masks: np.ndarray, gt: np.ndarray, parsed: dict[int, SegPrompt], reasons: dict[int, str]
+    ) -> list[RewardBreakdown]:
+        """Reward parts per completion; one that did not parse scores 0 with its reason code."""
+        reward = self.cfg.reward
+        count = masks.shape[0]
+        ious, s_values = score_masks(
+            torch.from_numpy(masks),  # [G, H, W]
+            torch.from_numpy(gt).expand(count, *gt.shape),  # [G, H, W], a view: one GT for the group
+            s_alpha=reward.s_alpha,
+            segr1_bug_compat=reward.segr1_bug_compat,
+        )
+        return combine(
+            [index in parsed for index in range(count)], ious, s_values,
+            [reasons.get(index, "") for index in range(count)],
+            w_format=reward.w_format, w_iou=reward.w_iou, w_s=reward.w_s,
+        )
+
+
+def _checked_inputs(request: RewardRequest) -> tuple[np.ndarray, np.ndarray]:
+    """The request's image and GT as arrays of matching frames; a clear error names the group otherwise."""
+    image, gt = np.asarray(request.image), np.asarray(request.gt_mask)
+    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(f"group {request.group_id!r}: image must be uint8[H, W, 3], got {image.dtype}{list(image.shape)}")
+    if gt.shape != image.shape[:2]:
+        raise ValueError(f"group {request.group_id!r}: gt_mask shape {list(gt.shape)} != image frame {list(image.shape[:2])}")
+    return image, np.ascontiguousarray(gt, dtype=bool)

@@ -1,0 +1,312 @@
+"""RewardPool: M RewardActors behind one `score(requests)` call, on the driver.
+
+- Routing: a batch goes to the least-loaded live actor (fewest groups in flight); each actor holds at most
+  `BATCHES_PER_ACTOR` calls, so work waits here (the queue depth) rather than in one actor's mailbox.
+- Dynamic batching: up to `reward.max_batch_groups` groups per call, split evenly over the free actors; a
+  part-filled batch waits at most `reward.max_wait_s` for more groups (from this or other callers).
+- Faults: actors restart forever (Ray `max_restarts=-1`) but Ray does not retry their calls itself; when an
+  actor dies mid-call the pool puts that call's groups back at the head of the queue, preferring another
+  actor, at most `reward.max_retries` times per group. Every group's result is delivered exactly once.
+- `score` raises TimeoutError after `reward.timeout_s`, naming the groups still pending and where they are.
+- `resize(m)` adds actors, or stops routing to removed ones and kills each once its calls have finished.
+
+A background thread dispatches and collects; callers block on futures (`submit` exposes them).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import threading
+import time
+from collections import deque
+from concurrent.futures import Future, InvalidStateError
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import ray
+from ray.exceptions import RayActorError
+
+from reward_server.actor import RewardActor
+from segr1.config import Config
+from segr1.protocol import GroupReward, RewardRequest
+
+BATCHES_PER_ACTOR = 2  # one call running and one queued behind it, so an actor never idles between calls
+
+
+@dataclass(eq=False)
+class _Ticket:
+    """One group on its way through the pool."""
+
+    request: RewardRequest
+    future: Future
+    enqueued_at: float
+    failures: int = 0
+    actor_id: str = ""  # the actor it is in flight on ("" while queued)
+    failed_on: str = ""  # the actor whose death last sent it back to the queue
+
+
+@dataclass(eq=False)
+class _Slot:
+    actor_id: str
+    handle: Any  # ray ActorHandle of RewardActor
+    batches: int = 0  # calls in flight
+    groups: int = 0  # groups in flight
+    draining: bool = False
+
+
+class RewardPool:
+    """Driver-side pool of `num_actors` RewardActors (Ray actors with resources from `cfg.reward`)."""
+
+    def __init__(self, cfg: Config, num_actors: int | None = None) -> None:
+        reward = cfg.reward
+        self._cfg = cfg
+        self._remote_cls = ray.remote(RewardActor).options(
+            num_cpus=reward.num_cpus, num_gpus=reward.num_gpus, max_restarts=-1, max_task_retries=0
+        )
+        self._max_batch = reward.max_batch_groups
+        self._max_wait_s = reward.max_wait_s
+        self._lock = threading.Condition()
+        self._slots: dict[str, _Slot] = {}
+        self._pending: deque[_Ticket] = deque()
+        self._in_flight: dict[ray.ObjectRef, tuple[_Slot, list[_Ticket]]] = {}
+        self._actor_numbers = itertools.count()
+        self._stopped = False
+        self._totals = {"groups": 0, "masks": 0, "retries": 0}
+        self._window = {"groups": 0, "masks": 0, "encode_s": 0.0, "decode_s": 0.0, "busy_s": 0.0}
+        self._busy_since: float | None = None
+        self.resize(reward.num_actors if num_actors is None else num_actors)
+        self._thread = threading.Thread(target=self._run, name="reward-pool", daemon=True)
+        self._thread.start()
+
+    # ------------------------------------------------------------------------------------------ public API
+    @property
+    def size(self) -> int:
+        """Live actors (removed actors still draining are not counted)."""
+        with self._lock:
+            return sum(not slot.draining for slot in self._slots.values())
+
+    def submit(self, requests: Sequence[RewardRequest]) -> list[Future]:
+        """Queue groups; each future resolves to its GroupReward (or the error that ended it)."""
+        return [ticket.future for ticket in self._enqueue(requests)]
+
+    def score(self, requests: Sequence[RewardRequest]) -> list[GroupReward]:
+        """Rewards of all groups, in request order, each exactly once; TimeoutError after reward.timeout_s."""
+        tickets = self._enqueue(requests)
+        deadline = time.monotonic() + self._cfg.reward.timeout_s
+        try:
+            return [ticket.future.result(timeout=max(deadline - time.monotonic(), 0.0)) for ticket in tickets]
+        except TimeoutError:
+            raise TimeoutError(self._abandon(tickets)) from None
+
+    def resize(self, num_actors: int) -> None:
+        """Grow by starting actors, or shrink: removed actors take no new work and stop once drained."""
+        if num_actors < 1:
+            raise ValueError(f"reward pool size must be >= 1, got {num_actors}")
+        with self._lock:
+            live = [slot for slot in self._slots.values() if not slot.draining]
+            for _ in range(num_actors - len(live)):
+                actor_id = f"reward-{next(self._actor_numbers)}"
+                self._slots[actor_id] = _Slot(actor_id, self._remote_cls.remote(self._cfg, actor_id))
+            # Remove the least-loaded actors first, newest first among equals: they finish draining soonest.
+            removable = sorted(reversed(live), key=lambda slot: slot.groups)[: max(len(live) - num_actors, 0)]
+            for slot in removable:
+                slot.draining = True
+                self._retire_if_drained(slot)
+            self._lock.notify_all()
+
+    def actor_handles(self) -> dict[str, Any]:
+        """Live actors by id (for health checks and fault injection)."""
+        with self._lock:
+            return {slot.actor_id: slot.handle for slot in self._slots.values() if not slot.draining}
+
+    def stats(self) -> dict[str, float]:
+        """Throughput since the previous `stats()` call (rates over the time the pool had work), plus state.
+
+        encode_s / decode_s are actor seconds summed over the groups finished in that window.
+        """
+        with self._lock:
+            now = time.monotonic()
+            busy = self._window["busy_s"] + (now - self._busy_since if self._busy_since is not None else 0.0)
+            if self._busy_since is not None:
+                self._busy_since = now
+            window, self._window = self._window, dict.fromkeys(self._window, 0)
+            return {
+                "groups_per_s": window["groups"] / busy if busy > 0 else 0.0,
+                "masks_per_s": window["masks"] / busy if busy > 0 else 0.0,
+                "queue_depth": float(len(self._pending)),
+                "in_flight": float(sum(slot.groups for slot in self._slots.values())),
+                "encode_s": float(window["encode_s"]),
+                "decode_s": float(window["decode_s"]),
+                "actors": float(sum(not slot.draining for slot in self._slots.values())),
+                "draining": float(sum(slot.draining for slot in self._slots.values())),
+                "retries": float(self._totals["retries"]),
+                "groups_total": float(self._totals["groups"]),
+                "masks_total": float(self._totals["masks"]),
+            }
+
+    def close(self) -> None:
+        """Stop the dispatcher and kill every actor; queued groups fail with RuntimeError."""
+        with self._lock:
+            self._stopped = True
+            self._lock.notify_all()
+        self._thread.join(timeout=10)
+        with self._lock:
+            for ticket in [*self._pending, *(t for _, batch in self._in_flight.values() for t in batch)]:
+                if not ticket.future.done():
+                    ticket.future.set_exception(RuntimeError(f"reward pool closed; group {ticket.request.group_id!r}"))
+            for slot in self._slots.values():
+                ray.kill(slot.handle, no_restart=True)
+            self._slots.clear()
+
+    def __enter__(self) -> RewardPool:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------------------------------ internals
+    def _enqueue(self, requests: Sequence[RewardRequest]) -> list[_Ticket]:
+        now = time.monotonic()
+        tickets = [_Ticket(request, Future(), now) for request in requests]
+        with self._lock:
+            if self._stopped:
+                raise RuntimeError("reward pool is closed")
+            self._pending.extend(tickets)
+            self._lock.notify_all()
+        return tickets
+
+    def _abandon(self, tickets: list[_Ticket]) -> str:
+        """Cancel the unfinished groups of a timed-out call; describe where each one was."""
+        with self._lock:
+            late = [ticket for ticket in tickets if not ticket.future.done()]
+            for ticket in late:
+                ticket.future.cancel()  # a result arriving later is dropped
+            where = ", ".join(f"{t.request.group_id} ({t.actor_id or 'queued'})" for t in late)
+            actors = sorted({t.actor_id for t in late if t.actor_id})
+        return (
+            f"reward pool: {len(late)} of {len(tickets)} groups not scored within reward.timeout_s="
+            f"{self._cfg.reward.timeout_s}s: {where}; actors holding them: {actors or 'none'}"
+        )
+
+    def _run(self) -> None:
+        """Dispatcher loop: send ready batches, collect finished calls."""
+        while True:
+            with self._lock:
+                if self._stopped:
+                    return
+                self._dispatch(time.monotonic())
+                refs = list(self._in_flight)
+                if not refs:
+                    self._lock.wait(timeout=self._max_wait_s if self._pending else None)
+                    continue
+            # Short waits so groups submitted meanwhile are batched within about max_wait_s.
+            ready, _ = ray.wait(refs, num_returns=1, timeout=max(self._max_wait_s, 0.005))
+            for ref in ready:
+                self._collect(ref)
+
+    def _dispatch(self, now: float) -> None:
+        """Send batches to free actors (lock held)."""
+        while self._pending and self._pending[0].future.cancelled():
+            self._pending.popleft()
+        live = [slot for slot in self._slots.values() if not slot.draining]
+        while self._pending:
+            free = [slot for slot in live if slot.batches < BATCHES_PER_ACTOR]
+            if not free:
+                return
+            oldest_wait = now - self._pending[0].enqueued_at
+            if len(self._pending) < self._max_batch and oldest_wait < self._max_wait_s:
+                return  # let a fuller batch form
+            size = min(self._max_batch, math.ceil(len(self._pending) / len(free)))
+            for slot in sorted(free, key=lambda s: (s.groups, s.batches)):  # least loaded first
+                batch = self._take(size, avoid=slot.actor_id if len(live) > 1 else "")
+                if batch:
+                    break
+            else:
+                return  # only groups that just failed on the free actors remain: wait for another
+            for ticket in batch:
+                ticket.actor_id = slot.actor_id
+            ref = slot.handle.score.remote([ticket.request for ticket in batch])
+            self._in_flight[ref] = (slot, batch)
+            slot.batches += 1
+            slot.groups += len(batch)
+            if self._busy_since is None:
+                self._busy_since = now
+
+    def _take(self, size: int, avoid: str) -> list[_Ticket]:
+        """Up to `size` queued groups in order, skipping cancelled ones and those that just failed on `avoid`."""
+        taken: list[_Ticket] = []
+        kept: deque[_Ticket] = deque()
+        while self._pending and len(taken) < size:
+            ticket = self._pending.popleft()
+            if ticket.future.cancelled():
+                continue
+            (kept if avoid and ticket.failed_on == avoid else taken).append(ticket)
+        self._pending.extendleft(reversed(kept))
+        return taken
+
+    def _collect(self, ref: ray.ObjectRef) -> None:
+        """Deliver a finished call's results, or requeue its groups if the actor died."""
+        with self._lock:
+            slot, batch = self._in_flight.pop(ref)
+        try:
+            results: list[GroupReward] = ray.get(ref)
+        except RayActorError as error:
+            self._requeue(slot, batch, error)
+        except Exception as error:  # the actor raised: deterministic, so retrying would fail again
+            for ticket in batch:
+                _resolve(ticket.future, exception=error)
+        else:
+            self._deliver(batch, results)
+        with self._lock:
+            slot.batches -= 1
+            slot.groups -= len(batch)
+            self._retire_if_drained(slot)
+            if not self._in_flight and self._busy_since is not None:
+                self._window["busy_s"] += time.monotonic() - self._busy_since
+                self._busy_since = None
+
+    def _deliver(self, batch: list[_Ticket], results: list[GroupReward]) -> None:
+        masks = sum(len(result.breakdowns) for result in results)
+        with self._lock:
+            for key, value in (("groups", len(results)), ("masks", masks)):
+                self._totals[key] += value
+                self._window[key] += value
+            self._window["encode_s"] += sum(result.encode_s for result in results)
+            self._window["decode_s"] += sum(result.decode_s for result in results)
+        for ticket, result in zip(batch, results, strict=True):
+            _resolve(ticket.future, result=result)
+
+    def _requeue(self, slot: _Slot, batch: list[_Ticket], error: Exception) -> None:
+        retry_limit = self._cfg.reward.max_retries
+        with self._lock:
+            retry = []
+            for ticket in batch:
+                ticket.failures += 1
+                ticket.actor_id, ticket.failed_on = "", slot.actor_id
+                if ticket.failures > retry_limit:
+                    _resolve(ticket.future, exception=RuntimeError(
+                        f"reward group {ticket.request.group_id!r} lost {ticket.failures} times to dying actors "
+                        f"(last {slot.actor_id}); reward.max_retries={retry_limit}: {type(error).__name__}"
+                    ))
+                elif not ticket.future.cancelled():
+                    retry.append(ticket)
+            self._totals["retries"] += len(retry)
+            self._pending.extendleft(reversed(retry))  # head of the queue, original order
+            self._lock.notify_all()
+
+    def _retire_if_drained(self, slot: _Slot) -> None:
+        if slot.draining and slot.batches == 0 and slot.actor_id in self._slots:
+            del self._slots[slot.actor_id]
+            ray.kill(slot.handle, no_restart=True)
+
+
+def _resolve(future: Future, result: Any = None, exception: BaseException | None = None) -> None:
+    """Set a future once; a future cancelled by a timed-out caller drops its late result."""
+    try:
+        if exception is not None:
+            future.set_exception(exception)
+        else:
+            future.set_result(result)
+    except InvalidStateError:
+        pass  # already cancelled or resolved

@@ -1,0 +1,174 @@
+"""RolloutPool: the driver-side owner of N RolloutWorker actors.
+
+    pool = RolloutPool(cfg, model_path, num_workers=2)
+    groups = pool.generate(requests, SamplingParams(n=4, seed=0))   # split across workers, order preserved
+    pool.update_weights(bucket_refs, version=3)                      # every worker; remembered for late joiners
+    pool.resize(3)                                                   # the new worker loads version 3 first
+
+Requests are cut into contiguous, balanced shards (sizes differ by at most one), one per worker, so putting the
+results back in order is a concatenation. A worker that dies mid-call is replaced by a fresh one at the latest
+weights and its shard re-run (up to cfg.rollout.max_retries times).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+from typing import Any
+
+import ray
+from ray.exceptions import RayActorError
+
+from rollout.worker import RolloutWorker
+from segr1.config import Config
+from segr1.protocol import GenerationRequest, RolloutGroup, SamplingParams
+from segr1.weights import WeightBucket
+
+
+def balanced_shards(count: int, parts: int) -> list[tuple[int, int]]:
+    """[start, stop) ranges splitting `count` items into `parts` contiguous shards of near-equal size."""
+    base, extra = divmod(count, parts)
+    bounds, start = [], 0
+    for i in range(parts):
+        stop = start + base + (1 if i < extra else 0)
+        bounds.append((start, stop))
+        start = stop
+    return bounds
+
+
+class RolloutPool:
+    """N rollout actors behind one generate / update_weights / resize interface."""
+
+    def __init__(self, cfg: Config, model_path: str, num_workers: int | None = None) -> None:
+        self.cfg = cfg
+        self.model_path = model_path
+        self._actor_class = ray.remote(RolloutWorker).options(
+            num_cpus=cfg.rollout.num_cpus, num_gpus=cfg.rollout.num_gpus, max_restarts=0,
+        )
+        self._workers: list[tuple[str, Any]] = []  # (worker_id, actor handle)
+        self._next_id = 0
+        self._latest: tuple[int, list[ray.ObjectRef]] | None = None  # (version, bucket refs) for late joiners
+        self._lock = threading.RLock()  # generate may run in another thread than resize (async controller)
+        self.resize(num_workers if num_workers is not None else cfg.rollout.num_workers)
+
+    @property
+    def size(self) -> int:
+        return len(self._workers)
+
+    @property
+    def workers(self) -> list[tuple[str, Any]]:
+        """(worker_id, actor handle) of the current workers (a copy: for fault injection and monitoring)."""
+        with self._lock:
+            return list(self._workers)
+
+    # ------------------------------------------------------------------------------------------- membership
+    def _spawn(self) -> tuple[str, Any]:
+        worker_id = f"rollout-{self._next_id}"
+        self._next_id += 1
+        actor = self._actor_class.remote(self.cfg, self.model_path, worker_id)
+        return worker_id, actor
+
+    def _bring_up(self, workers: list[tuple[str, Any]]) -> None:
+        """Wait until new workers are loaded and, if weights were published, hold the latest version."""
+        if self._latest is None:
+            ray.get([actor.health.remote() for _, actor in workers])
+        else:
+            version, refs = self._latest
+            ray.get([actor.update_weights.remote(refs, version) for _, actor in workers])
+
+    def resize(self, num_workers: int) -> None:
+        """Grow (new workers get the latest weights before they serve) or shrink (removed workers drain)."""
+        if num_workers < 1:
+            raise ValueError(f"rollout pool size must be >= 1, got {num_workers}")
+        with self._lock:
+            if num_workers > len(self._workers):
+                new = [self._spawn() for _ in range(num_workers - len(self._workers))]
+                self._bring_up(new)
+                self._workers += new
+            elif num_workers < len(self._workers):
+                removed = self._workers[num_workers:]
+                self._workers = self._workers[:num_workers]
+                self._drain_and_kill(removed)
+
+    @staticmethod
+    def _drain_and_kill(workers: list[tuple[str, Any]]) -> None:
+        # An actor runs its calls in submission order: once this no-op returns, earlier calls have finished.
+        for _, actor in workers:
+            try:
+                ray.get(actor.health.remote())
+            except RayActorError:
+                pass  # already dead: nothing to drain
+            ray.kill(actor)
+
+    def _replace(self, dead_id: str) -> tuple[str, Any]:
+        """A fresh worker (at the latest weights) in place of a dead one; returns the worker to re-run on."""
+        with self._lock:
+            ids = [worker_id for worker_id, _ in self._workers]
+            if dead_id not in ids:  # removed by a resize meanwhile: any live worker will do
+                return self._workers[0]
+            fresh = self._spawn()
+            self._bring_up([fresh])
+            index = ids.index(dead_id)
+            ray.kill(self._workers[index][1])
+            self._workers[index] = fresh
+            return fresh
+
+    def shutdown(self) -> None:
+        with self._lock:
+            for _, actor in self._workers:
+                ray.kill(actor)
+            self._workers = []
+
+    # ------------------------------------------------------------------------------------------- serving
+    def generate(self, requests: list[GenerationRequest], sampling: SamplingParams) -> list[RolloutGroup]:
+        """All groups, in request order. With a seed, shard i samples with seed + i (distinct streams)."""
+        with self._lock:
+            workers = list(self._workers)
+        shards = [(i, a, b) for i, (a, b) in enumerate(balanced_shards(len(requests), len(workers))) if b > a]
+
+        def params(i: int) -> SamplingParams:
+            return sampling if sampling.seed is None else dataclasses.replace(sampling, seed=sampling.seed + i)
+
+        actors = {i: workers[i] for i, _, _ in shards}
+        pending = {i: actors[i][1].generate.remote(requests[a:b], params(i)) for i, a, b in shards}
+        results: dict[int, list[RolloutGroup]] = {}
+        for i, a, b in shards:
+            for attempt in range(self.cfg.rollout.max_retries + 1):
+                try:
+                    results[i] = ray.get(pending[i])
+                    break
+                except RayActorError:
+                    if attempt == self.cfg.rollout.max_retries:
+                        raise
+                    actors[i] = self._replace(actors[i][0])
+                    pending[i] = actors[i][1].generate.remote(requests[a:b], params(i))
+        return [group for i, _, _ in shards for group in results[i]]
+
+    # ------------------------------------------------------------------------------------------- weights
+    def update_weights(self, buckets: list[Any], version: int) -> None:
+        """Deliver one broadcast (ObjectRefs or WeightBuckets, put once here) to every worker; wait for all."""
+        for i, b in enumerate(buckets):
+            if not isinstance(b, (ray.ObjectRef, WeightBucket)):
+                raise TypeError(f"update_weights: item {i} is {type(b).__name__}, expected WeightBucket or ObjectRef")
+        refs = [b if isinstance(b, ray.ObjectRef) else ray.put(b) for b in buckets]
+        with self._lock:
+            self._latest = (int(version), refs)
+            workers = list(self._workers)
+        ray.get([actor.update_weights.remote(refs, version) for _, actor in workers])
+
+    @property
+    def weights_version(self) -> int:
+        return self._latest[0] if self._latest is not None else 0
+
+    def stats(self) -> dict[str, Any]:
+        with self._lock:
+            workers = list(self._workers)
+        per_worker = ray.get([actor.stats.remote() for _, actor in workers])
+        return {
+            "workers": len(workers),
+            "tokens_per_s": sum(s["tokens_per_s"] for s in per_worker),
+            "tokens": sum(s["tokens"] for s in per_worker),
+            "completions": sum(s["completions"] for s in per_worker),
+            "weights_versions": [s["weights_version"] for s in per_worker],
+            "per_worker": per_worker,
+        }

@@ -1,0 +1,82 @@
+"""Functions that run INSIDE a vLLM worker (sent with `LLM.collective_rpc`) to swap the policy weights in place.
+
+vLLM calls each function as `fn(worker, *args)`, where `worker` is its worker object; the engine keeps running,
+so the KV-cache memory, compiled graphs and scheduler survive a weight update.
+
+The tensors carry Hugging Face checkpoint names (`model.layers.0.self_attn.q_proj.weight`, `lm_head.weight`),
+exactly what the learner's model reports; vLLM's own loader maps them onto its fused layers (q/k/v into one
+qkv_proj, gate/up into one gate_up_proj). Going through `model_runner.reload_weights` rather than the model's
+`load_weights` matters: the reload path first restores the loader hooks the parameters lost after start-up
+(calling `load_weights` directly fails with "'Parameter' object has no attribute 'weight_loader'").
+
+Two payload forms, both handled by `load_weights`:
+- a list of (name, tensor) pairs: the engine runs in-process (VLLM_ENABLE_V1_MULTIPROCESSING=0, the CPU
+  setting), so the list arrives by reference and the tensors may be zero-copy views of object-store buffers;
+- a list of `segr1.weights.WeightBucket`: the engine core runs in another process; buckets are a few flat
+  numpy byte buffers, which cross the process boundary intact (bare tensors arrive as nested lists there).
+
+GPU transport (learner.sync.transport=nccl): the learner's rank 0 broadcasts buckets over a
+`segr1.weights.WeightSyncGroup` (see learner/nccl_sync.py). `join_sync_group` makes every vLLM worker a member
+and `receive_and_load` receives one broadcast straight into the worker's device memory and loads it, so the
+weights never pass through the engine's front end. The same code runs over gloo on CPU, which is how it is tested.
+
+This module is imported by the worker process, so it imports nothing heavy at module level.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Iterable
+
+if TYPE_CHECKING:
+    import torch
+
+    from segr1.weights import WeightBucket
+
+
+def as_named_tensors(payload: list[Any]) -> Iterable[tuple[str, "torch.Tensor"]]:
+    """(name, tensor) pairs from either payload form (see the module docstring)."""
+    from segr1.weights import WeightBucket, unpack_buckets
+
+    if payload and isinstance(payload[0], WeightBucket):
+        return unpack_buckets(payload)
+    return payload
+
+
+def load_weights(worker: Any, payload: "list[tuple[str, torch.Tensor]] | list[WeightBucket]") -> int:
+    """Copy HF-named tensors into the worker's model in place; returns how many tensors were given."""
+    named = list(as_named_tensors(payload))
+    worker.reload_weights(weights_iterator=iter(named))  # = model_runner.reload_weights under vLLM's config
+    return len(named)
+
+
+# --------------------------------------------------------------------------------------------- sync-group transport
+_GROUP_ATTR = "_segr1_weight_sync_group"  # where a worker keeps its membership between broadcasts
+
+
+def join_sync_group(worker: Any, host: str, port: int, first_rank: int, world_size: int, backend: str) -> int:
+    """Join the learner's weight-sync group as rank first_rank + the worker's own rank (tensor-parallel workers
+    each receive the full tensors; vLLM shards them while loading). Returns the group rank taken."""
+    from segr1.weights import WeightSyncGroup
+
+    rank = first_rank + int(getattr(worker, "rank", 0))
+    setattr(worker, _GROUP_ATTR, WeightSyncGroup(host, port, rank, world_size, backend=backend))
+    return rank
+
+
+def receive_and_load(worker: Any) -> int:
+    """Receive one broadcast (header, then bucket by bucket) and load it in place; returns its version."""
+    from segr1.weights import receive_weights
+
+    group = getattr(worker, _GROUP_ATTR, None)
+    if group is None:
+        raise RuntimeError("receive_and_load: this vLLM worker has not joined a weight-sync group (join_sync_group)")
+    version, tensors = receive_weights(group)
+    # Each bucket is a fresh buffer, so tensors that vLLM holds on to while it assembles a layer stay valid.
+    worker.reload_weights(weights_iterator=tensors)
+    return version
+
+
+def leave_sync_group(worker: Any) -> None:
+    """Drop the membership (the pool re-forms the group when it grows or shrinks)."""
+    if hasattr(worker, _GROUP_ATTR):
+        delattr(worker, _GROUP_ATTR)

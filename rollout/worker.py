@@ -1,0 +1,108 @@
+"""RolloutWorker: one rollout engine behind a plain class that the job wraps as a Ray actor.
+
+    Worker = ray.remote(RolloutWorker).options(num_cpus=cfg.rollout.num_cpus, num_gpus=cfg.rollout.num_gpus)
+    worker = Worker.remote(cfg, model_path, "rollout-0")
+    groups = ray.get(worker.generate.remote(requests, SamplingParams(n=4)))
+    ray.get(worker.update_weights.remote(bucket_refs, version=3))   # refs from the learner's ray.put
+
+Weights arrive as segr1.weights buckets: over the object store (WeightBucket objects or ObjectRefs to them,
+fetched here as zero-copy views of shared memory) or over a collective group with the learner (GPU path).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from typing import Any
+
+import torch
+
+from rollout.engine import Engine, build_engine
+from segr1.config import Config
+from segr1.protocol import GenerationRequest, RolloutGroup, SamplingParams
+from segr1.weights import WeightBucket, WeightSyncGroup, receive_weights, unpack_buckets
+
+
+class RolloutWorker:
+    """Generates completions and receives weight updates for one engine; keeps throughput counters."""
+
+    def __init__(self, cfg: Config, model_path: str, worker_id: str) -> None:
+        # Ray sets OMP_NUM_THREADS=1 in actors; use exactly the CPUs this actor reserved.
+        torch.set_num_threads(max(1, int(cfg.rollout.num_cpus)))
+        self.cfg = cfg
+        self.worker_id = worker_id
+        self.engine: Engine = build_engine(cfg, model_path)
+        self._sync_group: WeightSyncGroup | None = None
+        self._counters = {"requests": 0, "completions": 0, "tokens": 0, "generate_s": 0.0, "updates": 0,
+                          "update_s": 0.0}
+
+    # ------------------------------------------------------------------------------------------- serving
+    def generate(self, requests: list[GenerationRequest], sampling: SamplingParams) -> list[RolloutGroup]:
+        start = time.perf_counter()
+        groups = self.engine.generate(requests, sampling)
+        elapsed = time.perf_counter() - start
+        c = self._counters
+        c["requests"] += len(requests)
+        c["completions"] += sum(len(g.completions) for g in groups)
+        c["tokens"] += sum(len(comp.token_ids) for g in groups for comp in g.completions)
+        c["generate_s"] += elapsed
+        return [dataclasses.replace(g, worker_id=self.worker_id) for g in groups]
+
+    # ------------------------------------------------------------------------------------------- weights
+    def update_weights(self, buckets: list[Any], version: int) -> int:
+        """Load a broadcast: WeightBuckets or ObjectRefs to them (all of one `version`). Returns the version."""
+        start = time.perf_counter()
+        if any(not isinstance(b, WeightBucket) for b in buckets):
+            import ray  # only needed when refs are passed
+
+            buckets = ray.get(list(buckets))  # refs nested in a list are not resolved by Ray for us
+        for i, bucket in enumerate(buckets):
+            if not isinstance(bucket, WeightBucket):
+                raise TypeError(f"update_weights: item {i} is {type(bucket).__name__}, expected a WeightBucket")
+        self.engine.update_weights(unpack_buckets(buckets, version), version)
+        self._counters["updates"] += 1
+        self._counters["update_s"] += time.perf_counter() - start
+        return self.engine.weights_version
+
+    def join_weight_sync(self, host: str, port: int, rank: int, world_size: int, backend: str) -> None:
+        """Join the collective group of the learner's rank 0 (group rank 0) and the workers (ranks 1..N)."""
+        self.leave_weight_sync()
+        self._sync_group = WeightSyncGroup(host, port, rank, world_size, backend=backend)
+
+    def receive_weights(self) -> int:
+        """Receive one collective broadcast (runs while the learner calls send_weights). Returns the version."""
+        if self._sync_group is None:
+            raise RuntimeError(f"{self.worker_id}: receive_weights before join_weight_sync")
+        start = time.perf_counter()
+        version, tensors = receive_weights(self._sync_group)
+        self.engine.update_weights(tensors, version)
+        self._counters["updates"] += 1
+        self._counters["update_s"] += time.perf_counter() - start
+        return self.engine.weights_version
+
+    def leave_weight_sync(self) -> None:
+        self._sync_group = None  # dropping the group closes its connections
+
+    def weights_version(self) -> int:
+        return self.engine.weights_version
+
+    # ------------------------------------------------------------------------------------------- introspection
+    def health(self) -> dict[str, Any]:
+        return {
+            "worker_id": self.worker_id,
+            "ok": True,
+            "engine": self.cfg.rollout.engine,
+            "weights_version": self.engine.weights_version,
+            "pid": os.getpid(),
+            "torch_threads": torch.get_num_threads(),
+        }
+
+    def stats(self) -> dict[str, Any]:
+        c = self._counters
+        return {
+            "worker_id": self.worker_id,
+            "weights_version": self.engine.weights_version,
+            **c,
+            "tokens_per_s": c["tokens"] / c["generate_s"] if c["generate_s"] > 0 else 0.0,
+        }
