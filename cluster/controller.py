@@ -229,6 +229,7 @@ class Controller:
         if state is None:
             return
         self.step, self.version = int(state["step"]), int(state["version"])
+        self.log.rewind(self.step)  # rows logged after the checkpoint are replayed, so drop them
         self.sampler.load_state_dict(state["sampler"])
         self.history = list(state.get("history", []))
 

@@ -52,7 +52,7 @@ def _follow(cfg: Config, controller: Any, done: Any) -> dict[str, Any]:
     """Live terminal view while the controller runs; returns its summary (re-raising its error)."""
     from cluster.telemetry.tui import LiveView
 
-    with LiveView(cfg) as view:
+    with LiveView.from_config(cfg) as view:
         while True:
             ready, _ = ray.wait([done], timeout=1.0)
             if ready:

@@ -53,7 +53,7 @@ class LearnerActor:
 
         self.processor = AutoProcessor.from_pretrained(model_path)
         model = load_vlm(model_path, cfg.model, self.dtype, self.device, trainable=True)
-        self.engine, _, _, self.scheduler = deepspeed.initialize(
+        self.engine, _, _, _ = deepspeed.initialize(
             model=model,
             model_parameters=[p for p in model.parameters() if p.requires_grad],
             config=build_ds_config(cfg.learner, world_size=world_size, bf16=self.dtype == torch.bfloat16),

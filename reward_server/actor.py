@@ -132,4 +132,4 @@ def _checked_inputs(request: RewardRequest) -> tuple[np.ndarray, np.ndarray]:
         raise ValueError(f"group {request.group_id!r}: image must be uint8[H, W, 3], got {image.dtype}{list(image.shape)}")
     if gt.shape != image.shape[:2]:
         raise ValueError(f"group {request.group_id!r}: gt_mask shape {list(gt.shape)} != image frame {list(image.shape[:2])}")
-    return image, np.ascontiguousarray(gt, dtype=bool)
+    return image, np.array(gt, dtype=bool)  # a writable copy: arrays from Ray's object store are read-only

@@ -152,7 +152,7 @@ def _gather_sums(pred: torch.Tensor, gt: torch.Tensor) -> _MaskSums:
 def _chunk_sums(pred: torch.Tensor, gt: torch.Tensor) -> tuple[torch.Tensor, ...]:
     """The _MaskSums fields (but the frame size) of a few samples: pred bool|float[b, H, W], gt bool[b, H, W]."""
     height, width = gt.shape[1:]
-    g = gt.to(torch.float32)  # [b, H, W]; float32 adds these small integers exactly
+    g = _as_float(gt)  # [b, H, W]; float32 adds these small integers exactly
     cy = _centroid_line(g.sum(dim=2), height)  # [b]
     above = torch.arange(height, device=gt.device) < cy[:, None]  # [b, H] rows of the top quadrants
     g_columns = _column_sums(g, above, 1)  # [b, 2, W]
@@ -164,8 +164,8 @@ def _chunk_sums(pred: torch.Tensor, gt: torch.Tensor) -> tuple[torch.Tensor, ...
 
     if pred.dtype == torch.bool:  # levels are 0/1: squares equal the levels themselves
         scale = torch.ones(pred.shape[0], dtype=torch.float64, device=pred.device)
-        sum_p = quadrant_sums(pred.to(torch.float32), 1)
-        sum_pg = quadrant_sums((pred & gt).to(torch.float32), 1)
+        sum_p = quadrant_sums(_as_float(pred), 1)
+        sum_pg = quadrant_sums(_as_float(pred & gt), 1)
         sum_pp, sum_ppg = sum_p, sum_pg.sum(1)
     else:
         levels, scale = _quantise(pred)  # [b, H, W] integer-valued float32
@@ -175,6 +175,11 @@ def _chunk_sums(pred: torch.Tensor, gt: torch.Tensor) -> tuple[torch.Tensor, ...
         sum_pg = quadrant_sums(levels * g, _LEVELS)
         sum_ppg = (squares * g).double().sum(dim=(1, 2)).long()
     return sum_p, sum_pp, _quadrants(g_columns, left), sum_pg, sum_ppg, scale, cy, cx
+
+
+def _as_float(mask: torch.Tensor) -> torch.Tensor:
+    """bool -> float32 0/1; through uint8, whose conversion kernel is many times faster than bool's on CPU."""
+    return mask.view(torch.uint8).to(torch.float32)
 
 
 def _quantise(pred: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -15,6 +15,7 @@ A background thread dispatches and collects; callers block on futures (`submit` 
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import math
 import threading
@@ -32,12 +33,11 @@ from segr1.config import Config
 from segr1.protocol import GroupReward, RewardRequest
 
 BATCHES_PER_ACTOR = 2  # one call running and one queued behind it, so an actor never idles between calls
+_TOTALS = {"retries": "retries", "groups_total": "groups", "masks_total": "masks"}  # stats key -> counter
 
 
 @dataclass(eq=False)
-class _Ticket:
-    """One group on its way through the pool."""
-
+class _Ticket:  # one group on its way through the pool
     request: RewardRequest
     future: Future
     enqueued_at: float
@@ -79,12 +79,10 @@ class RewardPool:
         self._thread = threading.Thread(target=self._run, name="reward-pool", daemon=True)
         self._thread.start()
 
-    # ------------------------------------------------------------------------------------------ public API
     @property
     def size(self) -> int:
         """Live actors (removed actors still draining are not counted)."""
-        with self._lock:
-            return sum(not slot.draining for slot in self._slots.values())
+        return len(self.actor_handles())
 
     def submit(self, requests: Sequence[RewardRequest]) -> list[Future]:
         """Queue groups; each future resolves to its GroupReward (or the error that ended it)."""
@@ -140,9 +138,7 @@ class RewardPool:
                 "decode_s": float(window["decode_s"]),
                 "actors": float(sum(not slot.draining for slot in self._slots.values())),
                 "draining": float(sum(slot.draining for slot in self._slots.values())),
-                "retries": float(self._totals["retries"]),
-                "groups_total": float(self._totals["groups"]),
-                "masks_total": float(self._totals["masks"]),
+                **{name: float(self._totals[key]) for name, key in _TOTALS.items()},
             }
 
     def close(self) -> None:
@@ -153,8 +149,7 @@ class RewardPool:
         self._thread.join(timeout=10)
         with self._lock:
             for ticket in [*self._pending, *(t for _, batch in self._in_flight.values() for t in batch)]:
-                if not ticket.future.done():
-                    ticket.future.set_exception(RuntimeError(f"reward pool closed; group {ticket.request.group_id!r}"))
+                _resolve(ticket.future, exception=RuntimeError(f"reward pool closed; group {ticket.request.group_id!r}"))
             for slot in self._slots.values():
                 ray.kill(slot.handle, no_restart=True)
             self._slots.clear()
@@ -165,10 +160,8 @@ class RewardPool:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
-    # ------------------------------------------------------------------------------------------ internals
     def _enqueue(self, requests: Sequence[RewardRequest]) -> list[_Ticket]:
-        now = time.monotonic()
-        tickets = [_Ticket(request, Future(), now) for request in requests]
+        tickets = [_Ticket(request, Future(), time.monotonic()) for request in requests]
         with self._lock:
             if self._stopped:
                 raise RuntimeError("reward pool is closed")
@@ -207,8 +200,6 @@ class RewardPool:
 
     def _dispatch(self, now: float) -> None:
         """Send batches to free actors (lock held)."""
-        while self._pending and self._pending[0].future.cancelled():
-            self._pending.popleft()
         live = [slot for slot in self._slots.values() if not slot.draining]
         while self._pending:
             free = [slot for slot in live if slot.batches < BATCHES_PER_ACTOR]
@@ -267,7 +258,7 @@ class RewardPool:
                 self._busy_since = None
 
     def _deliver(self, batch: list[_Ticket], results: list[GroupReward]) -> None:
-        masks = sum(len(result.breakdowns) for result in results)
+        masks = sum(not b.reason for result in results for b in result.breakdowns)  # parsed = segmented
         with self._lock:
             for key, value in (("groups", len(results)), ("masks", masks)):
                 self._totals[key] += value
@@ -303,10 +294,5 @@ class RewardPool:
 
 def _resolve(future: Future, result: Any = None, exception: BaseException | None = None) -> None:
     """Set a future once; a future cancelled by a timed-out caller drops its late result."""
-    try:
-        if exception is not None:
-            future.set_exception(exception)
-        else:
-            future.set_result(result)
-    except InvalidStateError:
-        pass  # already cancelled or resolved
+    with contextlib.suppress(InvalidStateError):
+        future.set_exception(exception) if exception is not None else future.set_result(result)

@@ -61,6 +61,10 @@ class RolloutPool:
         with self._lock:
             return list(self._workers)
 
+    def actors(self) -> list[Any]:
+        """Actor handles of the current workers."""
+        return [actor for _, actor in self.workers]
+
     # ------------------------------------------------------------------------------------------- membership
     def _spawn(self) -> tuple[str, Any]:
         worker_id = f"rollout-{self._next_id}"
@@ -154,7 +158,12 @@ class RolloutPool:
         with self._lock:
             self._latest = (int(version), refs)
             workers = list(self._workers)
-        ray.get([actor.update_weights.remote(refs, version) for _, actor in workers])
+        pending = [(worker_id, actor.update_weights.remote(refs, version)) for worker_id, actor in workers]
+        for worker_id, ref in pending:
+            try:
+                ray.get(ref)
+            except RayActorError:
+                self._replace(worker_id)  # the fresh worker loads the latest weights as it comes up
 
     @property
     def weights_version(self) -> int:
@@ -163,9 +172,15 @@ class RolloutPool:
     def stats(self) -> dict[str, Any]:
         with self._lock:
             workers = list(self._workers)
-        per_worker = ray.get([actor.stats.remote() for _, actor in workers])
+        per_worker, dead = [], 0
+        for ref in [actor.stats.remote() for _, actor in workers]:
+            try:
+                per_worker.append(ray.get(ref))
+            except RayActorError:
+                dead += 1  # replaced on the next generate or update_weights
         return {
             "workers": len(workers),
+            "dead_workers": dead,
             "tokens_per_s": sum(s["tokens_per_s"] for s in per_worker),
             "tokens": sum(s["tokens"] for s in per_worker),
             "completions": sum(s["completions"] for s in per_worker),

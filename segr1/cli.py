@@ -58,7 +58,8 @@ def _cmd_data_convert(args: argparse.Namespace) -> int:
     from segr1.data.convert import convert
 
     stats = convert(args.name, args.root, args.out, split=args.split)
-    print(f"wrote {args.out}: {stats}")
+    print(f"wrote {args.out}")
+    print(stats.summary())
     return 0
 
 
@@ -118,7 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name", choices=CONVERTERS)
     p.add_argument("--root", required=True)
     p.add_argument("--out", required=True)
-    p.add_argument("--split", default="train")
+    p.add_argument("--split", default=None, help="default: the data set's first split (e.g. train; nc4k: test)")
     p.set_defaults(func=_cmd_data_convert)
 
     for name, helptext in (("scale", "resize the pools of a running job"), ("status", "show a running job")):

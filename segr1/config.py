@@ -80,7 +80,7 @@ class RolloutConfig:
     max_new_tokens: int = 400
     max_batch_prompts: int = 32  # prompts generated together in one engine call
     max_retries: int = 1  # a shard whose worker died is re-run on a fresh worker (at the latest weights)
-    system_prompt: str = ""  # empty -> the built-in grammar description (segr1.chat.SYSTEM_PROMPT; {frame} is replaced)
+    system_prompt: str = ""  # empty -> segr1.chat.SYSTEM_PROMPT ({frame} is replaced)
     vllm: VLLMConfig = field(default_factory=VLLMConfig)
 
 
@@ -92,12 +92,15 @@ class SAM2Config:
     bgr_compat: bool = False  # released code fed BGR to SAM2; reproduce with true
     embedding_cache: int = 8  # image embeddings kept per actor (LRU), keyed by image id
     bf16: bool = True  # autocast on GPU
+    decode_batch: int = 0  # boxes per decoder call; 0 = auto (cuda: 256, cpu: 4, measured best on 2 cores)
 
 
 @dataclass(frozen=True)
 class GrabCutConfig:
     iterations: int = 5
     margin: int = 0  # pixels added around each box before GrabCut
+    context: float = 1.0  # background band around each box, as a fraction of its size (local colour model)
+    point_radius: int = 3  # points become disks of this radius (GrabCut needs a few pixels per click)
 
 
 @dataclass(frozen=True)
@@ -197,7 +200,7 @@ class WandbConfig:
 class LoggingConfig:
     jsonl: bool = True
     prometheus: bool = True
-    tui: str = "auto"  # auto (on a terminal) | on | off
+    tui: str = "auto"  # auto (live view on a terminal, else plain lines) | live | plain
     overlay_every: int = 10  # steps between overlay images (0 = never)
     wandb: WandbConfig = field(default_factory=WandbConfig)
 
@@ -254,7 +257,7 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "algorithm.kl": ("k1", "k2", "k3"),
     "algorithm.agg": ("seq-mean-token-mean", "token-mean", "seq-mean-token-sum-norm"),
     "algorithm.mode": ("sync", "async"),
-    "logging.tui": ("auto", "on", "off"),
+    "logging.tui": ("auto", "live", "plain"),
     "logging.wandb.mode": ("offline", "online", "disabled"),
 }
 

@@ -39,45 +39,34 @@ def stage_quantile(q: float, stage: str = "") -> str:
     return f"histogram_quantile({q}, sum by (le, run, stage) ({rate}))"
 
 
+def gauges(*keys: str) -> list[tuple[str, str]]:
+    """(PromQL, legend) per metric key; the legend names the run and the key."""
+    return [(gauge_series(key), f"{{{{run}}}} {key}") for key in keys]
+
+
+STAGES = ("rollout", "reward", "learn", "sync", "step")
+STEPS_PER_MINUTE = f"sum by (run) (rate({STEPS_SERIES}{RUN_FILTER}[$__rate_interval])) * 60"
+
 # (title, unit, [(PromQL, legend)]) per panel, laid out two per row.
 PANELS: list[tuple[str, str, list[tuple[str, str]]]] = [
-    ("Throughput (completions/s)", "short", [(gauge_series("throughput/samples_per_s"), "{{run}} samples/s")]),
-    ("Time per stage", "s", [
-        (gauge_series(f"time/{stage}_s"), f"{{{{run}}}} {stage}") for stage in ("rollout", "reward", "learn", "sync", "step")
-    ]),
-    ("Reward", "short", [
-        (gauge_series(key), f"{{{{run}}}} {key}")
-        for key in ("reward/mean", "reward/format", "reward/iou", "reward/s_measure")
-    ]),
-    ("Held-out eval", "percentunit", [
-        (gauge_series("eval/iou"), "{{run}} eval IoU"), (gauge_series("eval/format"), "{{run}} eval format"),
-    ]),
-    ("KL and loss", "short", [
-        (gauge_series(key), f"{{{{run}}}} {key}") for key in ("policy/kl", "policy/loss", "policy/clip_frac")
-    ]),
-    ("Gradient norm", "short", [(gauge_series("policy/grad_norm"), "{{run}} grad norm")]),
-    ("Pool sizes", "short", [
-        (gauge_series("pool/rollout_workers"), "{{run}} rollout workers"),
-        (gauge_series("pool/reward_actors"), "{{run}} reward actors"),
-    ]),
-    ("Queue depths", "short", [
-        (gauge_series("reward_pool/queue_depth"), "{{run}} reward queue"),
-        (gauge_series("pipeline/queue_depth"), "{{run}} rollout buffer"),
-    ]),
-    ("Staleness and weights version", "short", [
-        (gauge_series("pipeline/staleness"), "{{run}} staleness"),
-        (gauge_series("weights/version"), "{{run}} weights version"),
-    ]),
-    ("Weight sync time", "s", [
-        (gauge_series("time/sync_s"), "{{run}} sync"),
-        (stage_quantile(0.95, "sync"), "{{run}} sync p95"),
-    ]),
-    ("Reward pool masks/s", "short", [(gauge_series("reward_pool/masks_per_s"), "{{run}} masks/s")]),
-    ("Rollout tokens/s", "short", [(gauge_series("rollout/tokens_per_s"), "{{run}} tokens/s")]),
-    ("Stage time p50 / p95 (histogram)", "s", [
-        (stage_quantile(0.5), "{{run}} {{stage}} p50"), (stage_quantile(0.95), "{{run}} {{stage}} p95"),
-    ]),
-    ("Steps per minute", "short", [(f"sum by (run) (rate({STEPS_SERIES}{RUN_FILTER}[$__rate_interval])) * 60", "{{run}}")]),
+    ("Throughput (completions/s)", "short", gauges("throughput/samples_per_s")),
+    ("Time per stage", "s", gauges(*(f"time/{stage}_s" for stage in STAGES))),
+    ("Reward", "short", gauges("reward/mean", "reward/format", "reward/iou", "reward/s_measure")),
+    ("Held-out eval", "percentunit", gauges("eval/iou", "eval/format")),
+    ("KL and loss", "short", gauges("policy/kl", "policy/loss", "policy/clip_frac")),
+    ("Gradient norm", "short", gauges("policy/grad_norm")),
+    ("Pool sizes", "short", gauges("pool/rollout_workers", "pool/reward_actors")),
+    ("Queue depths", "short", gauges("reward_pool/queue_depth", "pipeline/queue_depth")),
+    ("Staleness and weights version", "short", gauges("pipeline/staleness", "weights/version")),
+    ("Weight sync time", "s", [*gauges("time/sync_s"), (stage_quantile(0.95, "sync"), "{{run}} sync p95")]),
+    ("Reward pool masks/s", "short", gauges("reward_pool/masks_per_s")),
+    ("Rollout tokens/s", "short", gauges("rollout/tokens_per_s")),
+    (
+        "Stage time p50 / p95 (histogram)",
+        "s",
+        [(stage_quantile(0.5), "{{run}} {{stage}} p50"), (stage_quantile(0.95), "{{run}} {{stage}} p95")],
+    ),
+    ("Steps per minute", "short", [(STEPS_PER_MINUTE, "{{run}}")]),
 ]
 
 
@@ -109,14 +98,23 @@ def build_dashboard() -> dict[str, Any]:
         "version": 1,
         "refresh": "10s",
         "time": {"from": "now-1h", "to": "now"},
-        "templating": {"list": [
-            {"name": "datasource", "label": "Data source", "type": "datasource", "query": "prometheus"},
-            {
-                "name": "run", "label": "Run", "type": "query", "datasource": DATASOURCE,
-                "definition": run_query, "query": {"query": run_query, "refId": "run"},
-                "includeAll": True, "multi": True, "allValue": ".+", "refresh": 2,
-            },
-        ]},
+        "templating": {
+            "list": [
+                {"name": "datasource", "label": "Data source", "type": "datasource", "query": "prometheus"},
+                {
+                    "name": "run",
+                    "label": "Run",
+                    "type": "query",
+                    "datasource": DATASOURCE,
+                    "definition": run_query,
+                    "query": {"query": run_query, "refId": "run"},
+                    "includeAll": True,
+                    "multi": True,
+                    "allValue": ".+",
+                    "refresh": 2,
+                },
+            ]
+        },
         "panels": [_panel(i, title, unit, queries) for i, (title, unit, queries) in enumerate(PANELS)],
     }
 
@@ -142,7 +140,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.check:
         current = DASHBOARD_PATH.read_text(encoding="utf-8") if DASHBOARD_PATH.exists() else ""
         if current != text:
-            print(f"{DASHBOARD_PATH} is out of date: run python -m cluster.telemetry.dashboard", file=sys.stderr)
+            print(
+                f"{DASHBOARD_PATH} is out of date: run python -m cluster.telemetry.dashboard", file=sys.stderr
+            )
             return 1
         return 0
     DASHBOARD_PATH.parent.mkdir(parents=True, exist_ok=True)

@@ -6,6 +6,7 @@
 
 A resumed run reopens the file in append mode. Rows past the checkpoint it resumes from (written after the
 last checkpoint, before a crash) and a half-written last line are dropped first, so every step appears once.
+Rows without a "step" key (e.g. warm-start progress) are kept.
 Non-finite floats are written as null, because JSON has no NaN/Infinity.
 """
 
@@ -14,9 +15,9 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping, TextIO
-
+from typing import Any, Self, TextIO
 
 METRICS_FILE = "metrics.jsonl"  # under the run directory
 
@@ -45,33 +46,31 @@ def to_json_line(metrics: Mapping[str, Any]) -> str:
     return json.dumps(row, allow_nan=False, separators=(",", ":"))
 
 
+def _parse_row(path: str | Path, number: int, line: str) -> dict[str, Any]:
+    try:
+        row = json.loads(line)
+    except json.JSONDecodeError as e:
+        raise MetricsFileError(f"{path}:{number}: not valid JSON ({e.msg})") from None
+    if not isinstance(row, dict):
+        raise MetricsFileError(f"{path}:{number}: expected a JSON object, got {type(row).__name__}")
+    return row
+
+
 def read_metrics(path: str | Path) -> list[dict[str, Any]]:
     """Every row of a metrics.jsonl file, in order; raises MetricsFileError naming file and line."""
-    rows: list[dict[str, Any]] = []
     with open(path, encoding="utf-8") as f:
-        for number, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise MetricsFileError(f"{path}:{number}: not valid JSON ({e.msg})") from None
-            if not isinstance(row, dict):
-                raise MetricsFileError(f"{path}:{number}: expected a JSON object, got {type(row).__name__}")
-            rows.append(row)
-    return rows
+        return [_parse_row(path, number, line) for number, line in enumerate(f, start=1) if line.strip()]
 
 
 def _kept_lines(path: Path, keep_through_step: int | None) -> tuple[list[str], bool]:
     """Complete lines to keep on resume, and whether anything was dropped."""
-    text = path.read_text(encoding="utf-8")
-    lines = text.splitlines(keepends=True)
+    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
     kept: list[str] = []
-    for line in lines:
+    for number, line in enumerate(lines, start=1):
         if not line.endswith("\n"):  # half-written last line of a crashed run
             continue
         if keep_through_step is not None and line.strip():
-            step = json.loads(line).get("step")
+            step = _parse_row(path, number, line).get("step")
             if isinstance(step, int) and step > keep_through_step:
                 continue
         kept.append(line)
@@ -81,22 +80,29 @@ def _kept_lines(path: Path, keep_through_step: int | None) -> tuple[list[str], b
 class MetricsWriter:
     """Appends one JSON line per step to `path`, flushing each line so readers see it at once.
 
-    keep_through_step: on resume, the checkpoint step the run continues from; later rows are dropped.
+    keep_through_step: on resume, the checkpoint step the run continues from; later rows are dropped
+    (or call rewind(step) once that step is known).
     """
 
     def __init__(self, path: str | Path, keep_through_step: int | None = None) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        if self.path.exists():
-            self._repair(keep_through_step)
-        self._file: TextIO | None = open(self.path, "a", encoding="utf-8")
+        self._file: TextIO | None = None
+        self._open(keep_through_step)
 
-    def _repair(self, keep_through_step: int | None) -> None:
-        kept, dropped = _kept_lines(self.path, keep_through_step)
-        if dropped:  # rewrite atomically so a crash here cannot lose the kept rows
-            tmp = self.path.with_suffix(".jsonl.tmp")
-            tmp.write_text("".join(kept), encoding="utf-8")
-            os.replace(tmp, self.path)
+    def _open(self, keep_through_step: int | None) -> None:
+        if self.path.exists():
+            kept, dropped = _kept_lines(self.path, keep_through_step)
+            if dropped:  # rewrite atomically so a crash here cannot lose the kept rows
+                tmp = self.path.with_suffix(".jsonl.tmp")
+                tmp.write_text("".join(kept), encoding="utf-8")
+                os.replace(tmp, self.path)
+        self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 (held until close)
+
+    def rewind(self, step: int) -> None:
+        """Drop the rows after `step` (a resumed run continues from that checkpoint) and keep appending."""
+        self.close()
+        self._open(step)
 
     def write(self, metrics: Mapping[str, Any]) -> None:
         if self._file is None:
@@ -109,7 +115,7 @@ class MetricsWriter:
             self._file.close()
             self._file = None
 
-    def __enter__(self) -> "MetricsWriter":
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Mapping
 from numbers import Real
-from typing import Any, Mapping
+from typing import Any
 
 PREFIX = "segr1"
 # Ray's metrics agent prepends its namespace to every ray.util.metrics name; Counters also gain "_total"

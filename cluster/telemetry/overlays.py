@@ -12,8 +12,8 @@ predicted mask tinted (PRED_TINT at PRED_ALPHA), ground-truth contour (GT_COLOUR
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import cv2
 import numpy as np
@@ -37,7 +37,9 @@ def line_thickness(height: int, width: int) -> int:
 
 def _check_mask(name: str, mask: np.ndarray, height: int, width: int) -> np.ndarray:
     if mask.shape != (height, width):
-        raise ValueError(f"{name}: expected a mask of shape {(height, width)} to match the image, got {mask.shape}")
+        raise ValueError(
+            f"{name}: expected a mask of shape {(height, width)} to match the image, got {mask.shape}"
+        )
     return mask.astype(bool, copy=False)
 
 
@@ -75,7 +77,9 @@ def render_overlay(
         if label == 1:
             cv2.circle(canvas, centre, radius, POSITIVE_COLOUR, thickness=-1)
         else:
-            cv2.drawMarker(canvas, centre, NEGATIVE_COLOUR, cv2.MARKER_TILTED_CROSS, 2 * radius + 1, thickness)
+            cv2.drawMarker(
+                canvas, centre, NEGATIVE_COLOUR, cv2.MARKER_TILTED_CROSS, 2 * radius + 1, thickness
+            )
     return canvas
 
 

@@ -20,7 +20,8 @@ Two behaviours of Ray 2.60's metrics pipeline shape this class (both measured, s
 from __future__ import annotations
 
 import threading
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from ray.util.metrics import Counter, Gauge, Histogram
 
@@ -52,7 +53,10 @@ class PrometheusExporter:
         self._last_values: dict[str, float] = {}
         self._lock = threading.Lock()  # export() and the refresh thread share the gauges and last values
         # Prometheus name -> the key that claimed it, so a second key mapping there fails loudly.
-        self._claimed: dict[str, str] = {STEPS_METRIC: "<step counter>", STAGE_SECONDS_METRIC: "<stage histogram>"}
+        self._claimed: dict[str, str] = {
+            STEPS_METRIC: "<step counter>",
+            STAGE_SECONDS_METRIC: "<stage histogram>",
+        }
         self._steps = Counter(STEPS_METRIC, "GRPO steps completed", tag_keys=("run",))
         self._stage_seconds = Histogram(
             STAGE_SECONDS_METRIC,
@@ -74,7 +78,9 @@ class PrometheusExporter:
             name = prometheus_name(key)
             owner = self._claimed.get(name)
             if owner is not None and owner != key:
-                raise MetricNameCollision(f"metric keys {owner!r} and {key!r} both map to Prometheus name {name!r}")
+                raise MetricNameCollision(
+                    f"metric keys {owner!r} and {key!r} both map to Prometheus name {name!r}"
+                )
             self._claimed[name] = key
             gauge = self._gauges[key] = Gauge(name, describe(key), tag_keys=("run",))
         return gauge

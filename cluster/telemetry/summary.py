@@ -1,50 +1,49 @@
 """End-of-run summary: where every output of a run is, and how the held-out scores moved.
 
-    print(format_summary(cfg.run_dir, hf_dir=cfg.run_dir / "hf", metrics_url="http://127.0.0.1:8080/metrics"))
+    summary = summarize(cfg, cfg.run_dir, eval_history)  # -> {"text": ..., "run_dir": ..., ...}
+    print(summary["text"])
 
-Reads only what is on disk (metrics.jsonl, checkpoints/, images/, wandb/), so it also works on a finished
-run from another process.
+`eval_history` holds one dict per evaluation ({"step": 0, "tag": "start", "eval/iou": ...}); it carries the
+evaluation before the first step, which metrics.jsonl (one row per step) does not. Without it the scores
+come from metrics.jsonl. Everything else is read from disk, so this also works on a finished run.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cluster.telemetry.jsonl import METRICS_FILE, read_metrics
 from cluster.telemetry.overlays import IMAGES_DIR
 
+if TYPE_CHECKING:
+    from segr1.config import Config
+
 DASHBOARD_JSON = Path(__file__).resolve().parent.parent / "dashboards" / "segr1.json"
+HF_EXPORT_DIR = "hf_model"  # under the run directory
 _CHECKPOINT_DIR = re.compile(r"^step_(\d+)$")
 
 
-def _first_last(rows: list[dict[str, Any]], key: str) -> tuple[dict[str, Any], dict[str, Any]] | None:
-    having = [row for row in rows if isinstance(row.get(key), (int, float))]
-    return (having[0], having[-1]) if having else None
-
-
-def score_change(rows: list[dict[str, Any]], key: str, label: str) -> str | None:
+def score_change(rows: Sequence[dict[str, Any]], key: str, label: str) -> str | None:
     """`label: 0.120 (step 0) -> 0.310 (step 20), +0.190`, or None when no row has the key."""
-    pair = _first_last(rows, key)
-    if pair is None:
+    having = [
+        row for row in rows if isinstance(row.get(key), (int, float)) and not isinstance(row[key], bool)
+    ]
+    if not having:
         return None
-    first, last = pair
-    delta = last[key] - first[key]
+    first, last = having[0], having[-1]
     return (
         f"{label}: {first[key]:.3f} (step {first.get('step', '?')}) -> "
-        f"{last[key]:.3f} (step {last.get('step', '?')}), {delta:+.3f}"
+        f"{last[key]:.3f} (step {last.get('step', '?')}), {last[key] - first[key]:+.3f}"
     )
 
 
-def _checkpoints_line(run_dir: Path) -> str:
+def checkpoint_steps(run_dir: Path) -> list[int]:
     root = run_dir / "checkpoints"
-    steps = sorted(
-        int(m.group(1)) for p in (root.iterdir() if root.is_dir() else ()) if (m := _CHECKPOINT_DIR.match(p.name))
-    )
-    if not steps:
-        return f"{root} (none)"
-    return f"{root} ({len(steps)} kept, newest step_{steps[-1]})"
+    names = (p.name for p in root.iterdir()) if root.is_dir() else ()
+    return sorted(int(m.group(1)) for name in names if (m := _CHECKPOINT_DIR.match(name)))
 
 
 def _path_line(path: Path | None) -> str:
@@ -56,39 +55,96 @@ def _path_line(path: Path | None) -> str:
 def format_summary(
     run_dir: str | Path,
     *,
+    eval_history: Sequence[dict[str, Any]] | None = None,
     hf_dir: str | Path | None = None,
     wandb_dir: str | Path | None = None,
     ray_dashboard_url: str | None = None,
-    metrics_url: str | None = None,
+    metrics_urls: Sequence[str] = (),
 ) -> str:
     """A multi-line, human-readable summary of a run's outputs and first-vs-last scores."""
     run_dir = Path(run_dir)
     metrics_path = run_dir / METRICS_FILE
     rows = read_metrics(metrics_path) if metrics_path.exists() else []
+    steps = checkpoint_steps(run_dir)
     images = sorted((run_dir / IMAGES_DIR).glob("*.png"))
     if wandb_dir is None and (run_dir / "wandb").is_dir():
         wandb_dir = run_dir / "wandb"
 
+    checkpoints = f"{len(steps)} kept, newest step_{steps[-1]}" if steps else "none"
     lines = [
         f"run directory   {run_dir.resolve()}",
         f"metrics         {_path_line(metrics_path)} ({len(rows)} rows)",
-        f"checkpoints     {_checkpoints_line(run_dir)}",
+        f"checkpoints     {run_dir / 'checkpoints'} ({checkpoints})",
         f"overlays        {run_dir / IMAGES_DIR} ({len(images)} images)",
         f"HF export       {_path_line(Path(hf_dir) if hf_dir is not None else None)}",
         f"wandb           {_path_line(Path(wandb_dir) if wandb_dir is not None else None)}",
-        f"grafana         {DASHBOARD_JSON} (import it; see cluster/dashboards/README.md)",
+        f"grafana         {DASHBOARD_JSON} (import it: cluster/dashboards/README.md)",
     ]
     if ray_dashboard_url:
         lines.append(f"ray dashboard   {ray_dashboard_url}")
-    if metrics_url:
-        lines.append(f"prometheus      {metrics_url}")
+    lines += [f"prometheus      {url}" for url in metrics_urls]
 
+    evals = list(eval_history) if eval_history else rows
     scores = [
-        score_change(rows, "eval/iou", "eval IoU"),
-        score_change(rows, "eval/format", "eval format rate"),
+        score_change(evals, "eval/iou", "eval IoU"),
+        score_change(evals, "eval/format", "eval format rate"),
         score_change(rows, "reward/mean", "train reward"),
         score_change(rows, "reward/format", "train format rate"),
     ]
     present = [line for line in scores if line is not None]
-    lines += ["", *present] if present else ["", "no scores recorded in metrics.jsonl"]
-    return "\n".join(lines)
+    return "\n".join([*lines, "", *(present or ["no scores recorded"])])
+
+
+def ray_metrics_urls() -> list[str]:
+    """Prometheus endpoints of the live nodes of the connected Ray cluster ([] when not connected)."""
+    import ray
+
+    if not ray.is_initialized():
+        return []
+    return [
+        f"http://{node['NodeManagerAddress']}:{node['MetricsExportPort']}/metrics"
+        for node in ray.nodes()
+        if node.get("Alive") and node.get("MetricsExportPort")
+    ]
+
+
+def summarize(
+    cfg: Config,
+    run_dir: str | Path,
+    eval_history: Sequence[dict[str, Any]] = (),
+    metrics_urls: Sequence[str] | None = None,
+) -> dict[str, Any]:
+    """The summary as a dict of output paths and first/last eval rows, plus the printable "text".
+
+    metrics_urls: None = ask the connected Ray cluster for its nodes' Prometheus endpoints.
+    """
+    run_dir = Path(run_dir)
+    urls = list(ray_metrics_urls() if metrics_urls is None else metrics_urls)
+    hf_dir = run_dir / HF_EXPORT_DIR if cfg.checkpoint.export_hf else None
+    local_dashboard = cfg.cluster.dashboard and not cfg.cluster.address
+    dashboard_url = (
+        f"http://{cfg.cluster.dashboard_host}:{cfg.cluster.dashboard_port}" if local_dashboard else None
+    )
+    wandb_dir = run_dir / "wandb" if cfg.logging.wandb.mode != "disabled" else None
+    evals = [row for row in eval_history if "eval/iou" in row]
+    text = format_summary(
+        run_dir,
+        eval_history=evals,
+        hf_dir=hf_dir,
+        wandb_dir=wandb_dir,
+        ray_dashboard_url=dashboard_url,
+        metrics_urls=urls,
+    )
+    return {
+        "text": text,
+        "run_dir": str(run_dir),
+        "metrics_jsonl": str(run_dir / METRICS_FILE),
+        "checkpoints": [str(run_dir / "checkpoints" / f"step_{s}") for s in checkpoint_steps(run_dir)],
+        "images_dir": str(run_dir / IMAGES_DIR),
+        "hf_export": str(hf_dir) if hf_dir is not None else None,
+        "wandb_dir": str(wandb_dir) if wandb_dir is not None else None,
+        "dashboard_json": str(DASHBOARD_JSON),
+        "metrics_urls": urls,
+        "eval_first": evals[0] if evals else None,
+        "eval_last": evals[-1] if evals else None,
+    }

@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import secrets
 import string
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -40,6 +41,7 @@ class WandbLogger:
         self.mode = mode
         self.run_dir = Path(run_dir)
         self._run: Any = None
+        self._x_axis_defined: set[str] = set()
         if mode == "disabled":
             return
         import wandb  # imported only when used: it is slow to import and spawns a service process
@@ -77,21 +79,35 @@ class WandbLogger:
         return Path(self._run.dir).parent if self._run is not None else None
 
     def log_scalars(self, metrics: Mapping[str, Any]) -> None:
-        """Log the numeric entries of one step's metrics at wandb step = metrics["step"]."""
+        """Log the numeric entries of one row. Charts plot each key against the row's "step" (or against
+        "<group>/step" when the row has one, e.g. warm_start/step). wandb's own step stays a plain row
+        counter: passing ours as step= would make wandb drop rows that arrive after a higher step."""
         if self._run is None:
             return
         values = numeric_items(metrics)
-        step = metrics.get("step")
-        self._run.log(values, step=int(step) if step is not None else None)
+        self._define_x_axes(values)
+        if values:
+            self._run.log(values)
+
+    def _define_x_axes(self, values: Mapping[str, float]) -> None:
+        for key in values:
+            if key in self._x_axis_defined or key == "step" or key.endswith("/step"):
+                continue
+            group_step = f"{key.split('/', 1)[0]}/step"
+            x_axis = group_step if group_step in values else "step" if "step" in values else None
+            if x_axis is not None:
+                self._run.define_metric(key, step_metric=x_axis)
+                self._x_axis_defined.add(key)
 
     def log_images(self, step: int, images: Sequence[tuple[str, np.ndarray]]) -> None:
-        """Log overlays (uint8[H, W, 3] RGB each) under one `overlays` key at this step."""
+        """Log overlays (uint8[H, W, 3] RGB each) under one `overlays` key at this training step."""
         if self._run is None or not images:
             return
         import wandb
 
+        self._define_x_axes({"overlays": 0.0, "step": float(step)})
         panel = [wandb.Image(image, caption=sample_id) for sample_id, image in images]
-        self._run.log({"overlays": panel}, step=int(step))
+        self._run.log({"overlays": panel, "step": step})
 
     def close(self) -> None:
         if self._run is not None:

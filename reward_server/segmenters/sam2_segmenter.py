@@ -59,6 +59,8 @@ class SAM2Segmenter:
         from sam2.build_sam import build_sam2  # heavy import, only for this backend
         from sam2.sam2_image_predictor import SAM2ImagePredictor
 
+        if decode_batch < 0:
+            raise ValueError(f"sam2 decode_batch must be >= 0 (0 = auto), got {decode_batch}")
         self.device = resolve_device(device)
         if not checkpoint:
             message = (
@@ -80,10 +82,6 @@ class SAM2Segmenter:
     def segment(self, image: np.ndarray, prompts: Sequence[SegPrompt], *, image_id: str | None = None) -> np.ndarray:
         """image uint8[H, W, 3] RGB, N prompt sets -> bool[N, H, W]; the image is encoded at most once."""
         height, width = check_image(image)
-        start = time.perf_counter()
-        cache_hit = self.set_image(image, image_id)
-        encoded = time.perf_counter()
-
         # One decoder job per (prompt set, box); jobs with equal point counts share a decoder call.
         batches: dict[tuple[bool, int], list[tuple[int, tuple | None, list, list]]] = defaultdict(list)
         for index, prompt in enumerate(prompts):
@@ -93,6 +91,12 @@ class SAM2Segmenter:
                 batches[(box is None, len(points))].append((index, box, points, labels))
 
         masks = np.zeros((len(prompts), height, width), dtype=bool)  # [N, H, W]
+        if not batches:
+            self.last_timing = SegmentTiming()
+            return masks
+        start = time.perf_counter()
+        cache_hit = self.set_image(image, image_id)
+        encoded = time.perf_counter()
         for jobs in batches.values():
             for chunk_start in range(0, len(jobs), self.decode_batch):
                 chunk = jobs[chunk_start : chunk_start + self.decode_batch]
@@ -105,7 +109,8 @@ class SAM2Segmenter:
 
     def set_image(self, image: np.ndarray, image_id: str | None = None) -> bool:
         """Make `image` the predictor's current image; return True if its embedding came from the cache."""
-        key = image_id if image_id is not None else image_key(image)
+        # The channel order is part of the key: the same pixels embed differently with bgr_compat.
+        key = (image_id if image_id is not None else image_key(image), self.bgr_compat)
         cached = self._cache.get(key)
         if cached is not None:
             self._restore_embedding(cached)
@@ -149,3 +154,8 @@ class SAM2Segmenter:
     @property
     def cache(self) -> EmbeddingCache:
         return self._cache
+
+    @property
+    def predictor(self):
+        """The underlying `SAM2ImagePredictor` (for reference comparisons and the benchmark)."""
+        return self._predictor

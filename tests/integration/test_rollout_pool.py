@@ -107,15 +107,21 @@ def test_update_weights_reaches_every_worker_and_late_joiners(pool, local):
     assert pool.size == 2 and [w for w, _ in pool.workers] == ["rollout-0", "rollout-1"]
 
 
-def test_dead_worker_is_replaced_at_the_latest_weights(pool, local):
+def test_dead_workers_are_replaced_at_the_latest_weights(pool, local):
+    first_dead_id, first_dead = pool.workers[1]
+    ray.kill(first_dead)
+    assert pool.stats()["dead_workers"] == 1  # reported, not raised
     update = _new_weights(local, seed=2)
     pool.update_weights(pack_buckets(iter(update), bucket_bytes=1 << 20, version=2), version=2)  # plain buckets
     local.update_weights(update, version=2)
-    dead_id, dead = pool.workers[1]
-    ray.kill(dead)
-    groups = pool.generate([_request(0), _request(0)], GREEDY)
-    assert pool.size == 2 and pool.workers[1][0] != dead_id
-    assert groups[1].worker_id == pool.workers[1][0] and {g.weights_version for g in groups} == {2}
+    assert pool.workers[1][0] != first_dead_id and pool.stats()["weights_versions"] == [2, 2]
+
+    second_dead_id, second_dead = pool.workers[0]
+    ray.kill(second_dead)
+    groups = pool.generate([_request(0), _request(0)], GREEDY)  # shard 0 is re-run on a fresh worker
+    assert pool.size == 2 and pool.workers[0][0] != second_dead_id
+    assert [g.worker_id for g in groups] == [w for w, _ in pool.workers]
+    assert {g.weights_version for g in groups} == {2}
     reference = local.generate([_request(0)], GREEDY)[0].completions[0].token_ids
     assert groups[0].completions[0].token_ids == groups[1].completions[0].token_ids == reference
 

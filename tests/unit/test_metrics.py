@@ -69,32 +69,36 @@ def test_s_measure_hand_computed():
     assert reference_s(np.zeros((2, 2)), gt) == pytest.approx(0.875, abs=1e-12)  # the package agrees
 
 
-def random_case(rng: np.random.Generator, kind: str) -> tuple[np.ndarray, np.ndarray]:
+def random_batch(rng: np.random.Generator, kind: str, size: int = 12) -> tuple[np.ndarray, np.ndarray]:
+    """``size`` random (pred float[H, W], gt bool[H, W]) pairs of one random frame, stacked."""
     height, width = rng.integers(2, 48, size=2)
-    gt = rng.random((height, width)) < rng.uniform(0.05, 0.95)
+    fg_share = rng.uniform(0.02, 0.98, size=(size, 1, 1))
+    gt = rng.random((size, height, width)) < fg_share
     if kind == "float":
-        pred = rng.random((height, width)) * rng.uniform(0.2, 1.0)
+        pred = rng.random((size, height, width)) * rng.uniform(0.2, 1.0, size=(size, 1, 1))
     elif kind == "levels":  # few distinct values: many ties and constant patches
-        pred = rng.integers(0, 4, size=(height, width)) / 3.0
+        pred = rng.integers(0, 4, size=(size, height, width)) / 3.0
     elif kind == "blob":  # a noisy version of the GT, as a segmenter would give
-        pred = (gt ^ (rng.random((height, width)) < 0.1)).astype(float)
+        pred = (gt ^ (rng.random((size, height, width)) < 0.1)).astype(float)
     else:
-        pred = (rng.random((height, width)) < rng.random()).astype(float)
+        pred = (rng.random((size, height, width)) < rng.random((size, 1, 1))).astype(float)
     return pred, gt
 
 
 @pytest.mark.parametrize("kind", ["float", "levels", "blob", "binary"])
 def test_agrees_with_pysodmetrics_on_random_masks(kind):
     rng = np.random.default_rng(["float", "levels", "blob", "binary"].index(kind))
-    for _ in range(150):
-        pred, gt = random_case(rng, kind)
-        expected = reference_s(pred, gt)
-        if np.isnan(expected):  # GT centroid on the last row or column
-            expected = reference_s(pred, gt, ZeroForEmptyQuadrant)
-        assert ours(pred, gt) == pytest.approx(expected, abs=1e-6)
-        if kind in ("blob", "binary"):  # the bool path gives the same
-            as_bool = s_measure(torch.from_numpy(pred > 0.5)[None], torch.from_numpy(gt)[None]).item()
-            assert as_bool == pytest.approx(expected, abs=1e-6)
+    for _ in range(12):
+        pred, gt = random_batch(rng, kind)
+        got = s_measure(torch.from_numpy(pred), torch.from_numpy(gt)).tolist()
+        got_bool = s_measure(torch.from_numpy(pred > 0.5), torch.from_numpy(gt)).tolist()
+        for i in range(len(pred)):
+            expected = reference_s(pred[i], gt[i])
+            if np.isnan(expected):  # GT centroid on the last row or column
+                expected = reference_s(pred[i], gt[i], ZeroForEmptyQuadrant)
+            assert got[i] == pytest.approx(expected, abs=1e-6)
+            if kind in ("blob", "binary"):  # bool masks take their own path to the same value
+                assert got_bool[i] == pytest.approx(expected, abs=1e-6)
 
 
 def edge_cases() -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -123,23 +127,27 @@ def edge_cases() -> dict[str, tuple[np.ndarray, np.ndarray]]:
     }
 
 
+# A centroid on the last row or column leaves a quadrant of zero width or height: the package returns NaN.
+NAN_IN_PACKAGE = {"centroid_last_row", "centroid_last_col", "centroid_corner", "single_row", "single_column"}
+
+
 @pytest.mark.parametrize("name", sorted(edge_cases()))
 def test_edge_cases_are_finite_and_match_the_package_where_it_is_finite(name):
     pred, gt = edge_cases()[name]
     value = ours(pred, gt)
     assert np.isfinite(value)
     expected = reference_s(pred, gt)
-    if name.startswith("centroid_"):
-        assert np.isnan(expected)  # the package's NaN: a quadrant of zero width or height
+    assert np.isnan(expected) == (name in NAN_IN_PACKAGE)
+    if np.isnan(expected):
         expected = reference_s(pred, gt, ZeroForEmptyQuadrant)
     assert value == pytest.approx(expected, abs=1e-6)
 
 
 def test_constant_non_binary_prediction_follows_exact_arithmetic():
     """The documented deviation: numpy's rounded mean makes the package score such quadrants 0, not 1."""
-    gt = np.zeros((9, 11), bool)
-    gt[2:5, 1:4] = True
-    pred = np.full((9, 11), 0.3)
+    gt = np.zeros((17, 13), bool)
+    gt[8:13, 3:4] = True
+    pred = np.full((17, 13), 20 / 255)
     exact = reference_s(pred, gt, ExactArithmetic)
     assert ours(pred, gt) == pytest.approx(exact, abs=1e-9)
     assert reference_s(pred, gt) != pytest.approx(exact, abs=1e-3)  # the package's float artefact

@@ -29,7 +29,8 @@ def scene():
     gt[20:40, 20:40] = True
     pred = np.zeros((64, 64), bool)
     pred[10:30, 10:30] = True
-    return dict(image=image, gt=gt, pred=pred, boxes=[(5, 5, 50, 50)], points=[(45, 45), (12, 56)], labels=[1, 0])
+    prompts = {"boxes": [(5, 5, 50, 50)], "points": [(45, 45), (12, 56)], "labels": [1, 0]}
+    return {"image": image, "gt": gt, "pred": pred, **prompts}
 
 
 def test_overlay_shape_dtype_and_input_untouched(scene):

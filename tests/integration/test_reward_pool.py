@@ -1,0 +1,136 @@
+"""RewardPool on a real local Ray cluster with GrabCut actors: order, fault tolerance, timeouts, resizing."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+import ray
+
+from reward_server.actor import RewardActor
+from reward_server.parse import SegPrompt, render
+from reward_server.pool import RewardPool
+from reward_server.rle import decode_masks
+from segr1.config import load_config
+from segr1.data.synth import synth_sample
+from segr1.protocol import RewardRequest
+
+pytestmark = [pytest.mark.ray, pytest.mark.slow]
+
+BASE = ["reward.segmenter=grabcut", "reward.num_cpus=0.5", "reward.max_batch_groups=2"]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def ray_cluster():
+    ray.init(num_cpus=4, include_dashboard=False)  # logical CPUs: more actors than this machine's cores
+    yield
+    ray.shutdown()
+
+
+def _requests(count: int, size: int = 128, group_size: int = 4) -> list[RewardRequest]:
+    """Groups of G completions on synthetic images: mostly good prompts, one malformed per group."""
+    requests = []
+    for index in range(count):
+        image, mask = synth_sample(seed=7, index=index, size=size)
+        ys, xs = np.nonzero(mask)
+        box = (int(xs.min()), int(ys.min()), int(xs.max()), int(ys.max()))
+        centre = (int(xs.mean()), int(ys.mean()))
+        texts = [render(SegPrompt("t", [box], [centre], [1]))]
+        texts += [render(SegPrompt("t", [(box[0], box[1], box[2] - k, box[3])], [(0, 0)], [0]))
+                  for k in range(1, group_size - 1)]
+        texts.append("no grammar here")
+        requests.append(RewardRequest(f"g{index}", image, mask, texts, return_masks=True))
+    return requests
+
+
+def _wait_until_ready(pool: RewardPool) -> None:
+    ray.get([handle.health.remote() for handle in pool.actor_handles().values()])
+
+
+def test_results_in_order_and_equal_to_a_local_actor():
+    cfg = load_config(overrides=BASE)
+    requests = _requests(6, size=96)
+    reference = RewardActor(cfg).score(requests)
+    with RewardPool(cfg, num_actors=2) as pool:
+        results = pool.score(requests)
+        stats = pool.stats()
+    assert [r.group_id for r in results] == [r.group_id for r in requests]
+    assert [r.breakdowns for r in results] == [r.breakdowns for r in reference]
+    assert {r.actor_id for r in results} == {"reward-0", "reward-1"}  # both actors got work
+    for result, request in zip(results, requests):
+        masks = decode_masks(result.masks_rle)
+        assert masks.shape == (len(request.texts), *request.gt_mask.shape) and not masks[-1].any()
+        assert result.breakdowns[-1].reason == "no_think"
+    assert stats["groups_total"] == 6 and stats["masks_total"] == 6 * 3  # the malformed ones are not segmented
+    assert stats["groups_per_s"] > 0 and stats["masks_per_s"] == pytest.approx(3 * stats["groups_per_s"])
+    assert stats["actors"] == 2 and stats["queue_depth"] == 0 and stats["retries"] == 0
+
+
+def test_killing_an_actor_mid_batch_loses_and_duplicates_nothing():
+    cfg = load_config(overrides=BASE)
+    requests = _requests(8, size=256)  # about half a second of GrabCut per call: the kill lands mid-call
+    reference = RewardActor(cfg).score(requests)
+    with RewardPool(cfg, num_actors=2) as pool:
+        _wait_until_ready(pool)
+        futures = pool.submit(requests)
+        time.sleep(0.2)
+        ray.kill(pool.actor_handles()["reward-0"], no_restart=False)  # Ray restarts it; its calls fail
+        results = [future.result(timeout=120) for future in futures]
+        stats = pool.stats()
+    assert stats["retries"] >= 1
+    assert [r.group_id for r in results] == [f"g{i}" for i in range(8)]  # each group exactly once, in order
+    assert [r.breakdowns for r in results] == [r.breakdowns for r in reference]
+    assert stats["groups_total"] == 8
+
+
+def test_a_group_that_keeps_losing_its_actor_fails_with_its_id():
+    cfg = load_config(overrides=[*BASE, "reward.max_retries=0"])
+    with RewardPool(cfg, num_actors=1) as pool:
+        _wait_until_ready(pool)
+        futures = pool.submit(_requests(2, size=256))
+        time.sleep(0.2)
+        ray.kill(pool.actor_handles()["reward-0"], no_restart=False)
+        with pytest.raises(RuntimeError, match=r"reward group 'g0' lost 1 times .*reward.max_retries=0"):
+            futures[0].result(timeout=60)
+
+
+def test_timeout_names_the_pending_groups():
+    cfg = load_config(overrides=[*BASE, "reward.timeout_s=0.05"])
+    with RewardPool(cfg, num_actors=1) as pool:
+        with pytest.raises(TimeoutError, match=r"not scored within reward.timeout_s=0.05s: g0 \(reward-0\)"):
+            pool.score(_requests(3, size=256))
+
+
+def test_resize_grows_and_drains():
+    cfg = load_config(overrides=BASE)
+    requests = _requests(8, size=160)
+    with RewardPool(cfg, num_actors=1) as pool:
+        pool.resize(3)
+        assert pool.size == 3
+        grown = pool.score(requests)
+        futures = pool.submit(requests)
+        pool.resize(1)  # two actors stop taking work and are killed once their calls return
+        shrunk = [future.result(timeout=120) for future in futures]
+        assert pool.size == 1
+        deadline = time.monotonic() + 30
+        while pool.stats()["draining"] and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert pool.stats()["draining"] == 0 and list(pool.actor_handles()) == ["reward-0"]
+        after = pool.score(requests[:2])
+    assert len({r.actor_id for r in grown}) >= 2
+    assert [r.breakdowns for r in shrunk] == [r.breakdowns for r in grown]
+    assert {r.actor_id for r in after} == {"reward-0"}
+    with pytest.raises(ValueError, match="pool size must be >= 1, got 0"):
+        RewardPool.resize(pool, 0)
+
+
+def test_a_bad_request_fails_alone_with_its_group_id():
+    cfg = load_config(overrides=[*BASE, "reward.max_batch_groups=1"])
+    good, bad = _requests(2, size=64)
+    bad = RewardRequest("broken", bad.image, bad.gt_mask[:10], bad.texts)
+    with RewardPool(cfg, num_actors=1) as pool:
+        ok, failed = pool.submit([good, bad])
+        assert ok.result(timeout=60).group_id == "g0"
+        with pytest.raises(ValueError, match="group 'broken': gt_mask shape"):
+            failed.result(timeout=60)

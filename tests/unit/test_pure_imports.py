@@ -1,0 +1,45 @@
+"""The pure modules import without Ray, DeepSpeed, vLLM or SAM2: an indirect import of any of them fails here."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+PURE_MODULES = ["reward_server.parse", "reward_server.metrics", "reward_server.scoring", "learner.grpo"]
+BLOCKED = ["ray", "deepspeed", "vllm", "sam2"]
+ROOT = Path(__file__).resolve().parents[2]
+
+IMPORT_WITH_BLOCKS = textwrap.dedent(
+    """
+    import importlib, sys
+
+    class Blocker:
+        '''Meta-path finder that refuses the heavy packages and their submodules.'''
+
+        def find_spec(self, name, path=None, target=None):
+            if name.split(".")[0] in {blocked}:
+                raise ImportError(f"blocked heavy import: {{name}}")
+            return None
+
+    sys.meta_path.insert(0, Blocker())
+    importlib.import_module({module!r})
+    """
+)
+
+
+@pytest.mark.parametrize("module", PURE_MODULES)
+def test_pure_module_imports_with_heavy_packages_blocked(module):
+    code = IMPORT_WITH_BLOCKS.format(blocked=set(BLOCKED), module=module)
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+
+
+def test_the_blocker_does_block():
+    """Guard against a blocker that lets everything through: importing ray itself must fail under it."""
+    code = IMPORT_WITH_BLOCKS.format(blocked=set(BLOCKED), module="ray")
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0 and "blocked heavy import: ray" in result.stderr
