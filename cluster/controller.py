@@ -125,6 +125,7 @@ class Controller:
             "data/groups_trained": len(items),
             "data/epoch": self.sampler.state_dict()["epoch"],
             "data/sample_ids": [s.sample_id for s in batch.samples],
+            "rollout/worker_versions": {g.worker_id: g.weights_version for g in batch.groups},
             **self.pools.metrics(),
         }
         if cfg.logging.overlay_every and (self.step + 1) % cfg.logging.overlay_every == 0:
@@ -212,7 +213,7 @@ class Controller:
         return {"step": self.step, "steps": self.cfg.run.steps, **self.latest}
 
     def _log(self, metrics: dict[str, Any]) -> None:
-        self.latest = {k: v for k, v in metrics.items() if k != "data/sample_ids"}
+        self.latest = {k: v for k, v in metrics.items() if not isinstance(v, (list, dict))}
         self.log.log_step(metrics)
 
     def _checkpoint(self) -> None:

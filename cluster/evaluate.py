@@ -37,8 +37,9 @@ class Evaluator:
         samples = [self.data.load(i) for i in self.indices]
         groups = pools.rollout.generate(records.generation_requests(samples), greedy(self.cfg))
         rewards = pools.reward.score(records.reward_requests(samples, groups, return_masks=True))
-        metrics = {f"eval/{k.split('/', 1)[1]}": v for k, v in records.reward_metrics(rewards).items()
-                   if not k.startswith("reward/fail_")}
+        step_metrics = records.reward_metrics(rewards)
+        metrics = {"eval/reward": step_metrics["reward/mean"], "eval/format": step_metrics["reward/format"],
+                   "eval/iou": step_metrics["reward/iou"], "eval/s_measure": step_metrics["reward/s_measure"]}
         self._overlays(step, samples[:4], groups[:4], rewards[:4], log, prefix=f"eval_{tag}")
         return metrics
 

@@ -56,6 +56,7 @@ def _follow(cfg: Config, controller: Any, done: Any) -> dict[str, Any]:
         while True:
             ready, _ = ray.wait([done], timeout=1.0)
             if ready:
+                view.update(ray.get(controller.progress.remote()))  # the last step's line
                 break
             try:
                 view.update(ray.get(controller.progress.remote(), timeout=5))

@@ -25,10 +25,15 @@ _THOUGHTS = (
 
 
 def random_prompt(frame: int, rng: np.random.Generator) -> SegPrompt:
-    """A well-formed prompt with a random box, 1-3 positive points inside it and one negative point outside."""
-    x1, x2 = sorted(int(v) for v in rng.choice(frame, size=2, replace=False))
-    y1, y2 = sorted(int(v) for v in rng.choice(frame, size=2, replace=False))
-    n_pos = int(rng.integers(1, 4))
+    """A well-formed prompt with a random box and 1-2 positive points inside it, independent of the image.
+
+    The near corner is drawn from the first half of the frame and the far corner from the second half, so every
+    target is a valid box (x1 < x2, y1 < y2) without the model having to learn to compare numbers first.
+    """
+    half = frame // 2
+    x1, y1 = (int(v) for v in rng.integers(0, half, size=2))
+    x2, y2 = (int(v) for v in rng.integers(half, frame, size=2))
+    n_pos = int(rng.integers(1, 3))
     points = [(int(rng.integers(x1, x2 + 1)), int(rng.integers(y1, y2 + 1))) for _ in range(n_pos)]
     labels = [1] * n_pos
     return SegPrompt(think=str(rng.choice(_THOUGHTS)), boxes=[(x1, y1, x2, y2)], points=points, labels=labels)

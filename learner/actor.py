@@ -100,9 +100,9 @@ class LearnerActor:
             self.engine.backward(loss * weight, scale_wrt_gas=False)
             if real:
                 sums.add(mb, loss.detach() * weight, kl_sum, clipped, entropy)
-        self.engine.step()
+        grad_norm = self._step()
         self.step += 1
-        return {**sums.reduce(self.world_size), "policy/grad_norm": self._grad_norm(), "policy/lr": lr}
+        return {**sums.reduce(self.world_size), "policy/grad_norm": grad_norm, "policy/lr": lr}
 
     def sft_step(self, items: list[SFTItem]) -> dict[str, float]:
         """Warm start: one optimizer step of token-mean cross-entropy on the targets, at warm_start.lr.
@@ -126,14 +126,14 @@ class LearnerActor:
             group["lr"] = self.cfg.algorithm.warm_start.lr
         self.engine.lr_scheduler = None  # keep the GRPO schedule where it is
         try:
-            self.engine.step()
+            grad_norm = self._step()
         finally:
             self.engine.lr_scheduler = scheduler
             for group, lr in zip(optimizer.param_groups, saved_lrs):
                 group["lr"] = lr
         stats = sums.reduce(self.world_size)
         return {"sft/loss": stats["policy/loss"], "sft/tokens": stats["policy/tokens"],
-                "sft/grad_norm": self._grad_norm(), "sft/lr": self.cfg.algorithm.warm_start.lr}
+                "sft/grad_norm": grad_norm, "sft/lr": self.cfg.algorithm.warm_start.lr}
 
     def logprobs(self, items: list[TrainItem]) -> list[list[list[float]]]:
         """Teacher-forced log-probs of every completion token (no EOS truncation), per item and completion."""
@@ -242,9 +242,16 @@ class LearnerActor:
             if self.cfg.learner.ref_offload:
                 self.reference.to("cpu")
 
-    def _grad_norm(self) -> float:
+    def _step(self) -> float:
+        """Optimizer step (DeepSpeed averages gradients over ranks and clips); returns the pre-clip grad norm."""
+        local_norm = float("nan")
+        if self.cfg.learner.zero_stage == 0 and self.world_size == 1:
+            # DeepSpeed keeps the norm only for its ZeRO/bf16 optimizers; with one rank the local grads are global
+            grads = [p.grad.detach().float().norm() for p in self.engine.module.parameters() if p.grad is not None]
+            local_norm = float(torch.stack(grads).norm()) if grads else 0.0
+        self.engine.step()
         norm = self.engine.get_global_grad_norm()
-        return float(norm) if norm is not None else float("nan")
+        return float(norm) if norm is not None else local_norm  # NaN: ZeRO-0 on several ranks does not report it
 
     def full_state_dict(self) -> dict[str, torch.Tensor]:
         """CPU copy of the whole policy state dict (gathered under ZeRO-3); for tests and export."""

@@ -234,12 +234,7 @@ def export_hf(actor: Any, final: Path) -> None:
         weights = full_state_dict(module) if actor.rank == 0 else {}
     if actor.rank == 0:
         shutil.rmtree(staging, ignore_errors=True)
-        use_cache = module.config.use_cache
-        module.config.use_cache = True  # the exported model is for generation
-        try:
-            module.save_pretrained(staging, state_dict=weights)
-        finally:
-            module.config.use_cache = use_cache
+        module.save_pretrained(staging, state_dict=weights)
         actor.processor.save_pretrained(staging)
         commit(staging, final)
     _barrier(actor.world_size)

@@ -62,7 +62,7 @@ def kl_penalty(logp: torch.Tensor, ref_logp: torch.Tensor, kind: str = "k3") -> 
 def policy_loss(
     logp: torch.Tensor,  # [B, T] log-probs of the sampled tokens under the policy being trained
     old_logp: torch.Tensor,  # [B, T] the same under the policy that sampled them
-    ref_logp: torch.Tensor | None,  # [B, T] the same under the frozen reference (unused when beta == 0)
+    ref_logp: torch.Tensor | None,  # [B, T] the same under the frozen reference (may be None if beta == 0)
     advantages: torch.Tensor,  # [B] one per completion
     mask: torch.Tensor,  # [B, T] 1 for completion tokens (up to and including the first EOS), else 0
     *,
@@ -75,7 +75,8 @@ def policy_loss(
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """GRPO loss (scalar, differentiable in ``logp``) and float statistics of the batch.
 
-    clip_low=None: no clipping. clip_high=None: same as clip_low. ``max_len`` is the constant divisor of
+    clip_low=None: no clipping (clip_high is then unused); clip_high=None: the same bound as clip_low.
+    The KL statistic is reported whenever ref_logp is given, even with beta=0. ``max_len`` is the divisor of
     "seq-mean-token-sum-norm" (default T). Statistics: ``kl`` (mean per token), ``clip_frac`` (share of
     tokens where the clipped branch is the one taken), ``ratio_mean``, ``adv_mean`` (per completion),
     ``tokens`` (number of masked tokens).
@@ -96,12 +97,11 @@ def policy_loss(
         clipped = adv * ratio.clamp(1 - clip_low, 1 + high)
         clipped_taken = clipped < surrogate  # the pessimistic (min) branch is the clipped one
         surrogate = torch.minimum(surrogate, clipped)
+    if ref_logp is None and beta != 0:
+        raise ValueError("ref_logp is required when beta != 0")
+    kl_value = torch.zeros_like(logp) if ref_logp is None else kl_penalty(logp, ref_logp, kl)  # [B, T]
     per_token = -surrogate  # [B, T]
-    kl_value = torch.zeros_like(logp)
     if beta != 0:
-        if ref_logp is None:
-            raise ValueError("ref_logp is required when beta != 0")
-        kl_value = kl_penalty(logp, ref_logp, kl)
         per_token = per_token + beta * kl_value
 
     loss = _aggregate(per_token, mask, agg, logp.shape[1] if max_len is None else max_len)

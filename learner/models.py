@@ -41,7 +41,6 @@ def load_vlm(model_path: str, model_cfg: ModelConfig, dtype: torch.dtype, device
     model = AutoModelForImageTextToText.from_pretrained(
         model_path, dtype=dtype, attn_implementation=model_cfg.attn_implementation)
     model.to(device)
-    model.config.use_cache = False  # never generates here; caches only cost memory in training
     if not trainable:
         model.eval().requires_grad_(False)
         return model

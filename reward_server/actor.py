@@ -39,7 +39,9 @@ class RewardActor:
         self.cfg = cfg
         self.actor_id = actor_id
         # Every actor builds the same segmenter (random test weights included: the seed is the run's).
-        self.segmenter = segmenter if segmenter is not None else build_segmenter(cfg.reward, seed=cfg.run.seed)
+        if segmenter is None:
+            segmenter = build_segmenter(cfg.reward, seed=cfg.run.seed)
+        self.segmenter = segmenter
         self._started = time.monotonic()
         self._counts: Counter[str] = Counter()
         self._seconds: Counter[str] = Counter()
@@ -62,7 +64,9 @@ class RewardActor:
             "groups": self._counts["groups"],
             "completions": self._counts["completions"],
             "masks": self._counts["masks"],
-            "reasons": {key[len("reason/"):]: n for key, n in self._counts.items() if key.startswith("reason/")},
+            "reasons": {
+                key.removeprefix("reason/"): n for key, n in self._counts.items() if key.startswith("reason/")
+            },
             **dict(self._seconds),
         }
 
@@ -101,9 +105,14 @@ class RewardActor:
     def _parse(self, text: str, width: int, height: int) -> SegPrompt:
         reward = self.cfg.reward
         return parse_completion(
-            text, width, height,
-            require_think=reward.require_think, max_boxes=reward.max_boxes, max_points=reward.max_points,
-            max_chars=reward.max_chars, grammar=reward.grammar,
+            text,
+            width,
+            height,
+            require_think=reward.require_think,
+            max_boxes=reward.max_boxes,
+            max_points=reward.max_points,
+            max_chars=reward.max_chars,
+            grammar=reward.grammar,
         )
 
     def _breakdowns(
@@ -119,9 +128,13 @@ class RewardActor:
             segr1_bug_compat=reward.segr1_bug_compat,
         )
         return combine(
-            [index in parsed for index in range(count)], ious, s_values,
+            [index in parsed for index in range(count)],
+            ious,
+            s_values,
             [reasons.get(index, "") for index in range(count)],
-            w_format=reward.w_format, w_iou=reward.w_iou, w_s=reward.w_s,
+            w_format=reward.w_format,
+            w_iou=reward.w_iou,
+            w_s=reward.w_s,
         )
 
 
@@ -129,7 +142,9 @@ def _checked_inputs(request: RewardRequest) -> tuple[np.ndarray, np.ndarray]:
     """The request's image and GT as arrays of matching frames; a clear error names the group otherwise."""
     image, gt = np.asarray(request.image), np.asarray(request.gt_mask)
     if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
-        raise ValueError(f"group {request.group_id!r}: image must be uint8[H, W, 3], got {image.dtype}{list(image.shape)}")
+        got = f"{image.dtype}{list(image.shape)}"
+        raise ValueError(f"group {request.group_id!r}: image must be uint8[H, W, 3], got {got}")
     if gt.shape != image.shape[:2]:
-        raise ValueError(f"group {request.group_id!r}: gt_mask shape {list(gt.shape)} != image frame {list(image.shape[:2])}")
+        frame = list(image.shape[:2])
+        raise ValueError(f"group {request.group_id!r}: gt_mask shape {list(gt.shape)} != image frame {frame}")
     return image, np.array(gt, dtype=bool)  # a writable copy: arrays from Ray's object store are read-only

@@ -119,14 +119,18 @@ def parse_completion(
         tag = _OPEN_TAG.match(text, pos)
         name = tag.group(1) if tag else None
         if name not in _TAG_RANK:
-            raise FormatError("unexpected_text", f"at character {pos}: {text[pos:pos + 20]!r}")
+            raise FormatError("unexpected_text", f"at character {pos}: {text[pos : pos + 20]!r}")
         if grammar == "points" and name == "bbox":
             raise FormatError("unexpected_text", "<bbox> is not part of the points grammar")
         rank = _TAG_RANK[name]
         if rank < last_rank or (rank == last_rank and name != "bbox"):
             raise FormatError("unexpected_text", f"<{name}> repeated or out of order")
         last_rank = rank
-        value, pos = _read_list(text, tag.end(), _TAG_DEPTH[name])
+        # stop reading as soon as a list is too long, so the work stays bounded by the limits
+        limit = {"bbox": (4, "bad_box"), "points": (max_points, "too_many_points")}.get(
+            name, (max_points, "points_labels_mismatch")
+        )
+        value, pos = _read_list(text, tag.end(), _TAG_DEPTH[name], *limit)
         pos = _WHITESPACE.match(text, pos).end()
         if not text.startswith(f"</{name}>", pos):
             raise FormatError("syntax", f"<{name}> is not closed by </{name}>")
@@ -181,10 +185,11 @@ def assign_points_to_boxes(prompt: SegPrompt) -> list[tuple[Box | None, list[Poi
     return calls
 
 
-def _read_list(text: str, pos: int, max_depth: int) -> tuple[list, int]:
+def _read_list(text: str, pos: int, max_depth: int, max_items: int, overflow_code: str) -> tuple[list, int]:
     """Read one bracketed list of integers nested at most ``max_depth`` deep; return it and the end position.
 
     A three-state scan: after '[' a value or ']' may follow, after ',' a value, after a value ',' or ']'.
+    More than ``max_items`` top-level items raises ``overflow_code`` at once.
     """
     pos = _WHITESPACE.match(text, pos).end()
     if not text.startswith("[", pos):
@@ -193,6 +198,8 @@ def _read_list(text: str, pos: int, max_depth: int) -> tuple[list, int]:
     state = "open"
     pos += 1
     while True:
+        if len(stack[0]) > max_items:
+            raise FormatError(overflow_code, f"more than {max_items} items in one list")
         pos = _WHITESPACE.match(text, pos).end()
         char = text[pos] if pos < len(text) else ""
         if char and char in "0123456789[" and state == "value":

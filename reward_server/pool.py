@@ -1,4 +1,4 @@
-"""RewardPool: M RewardActors behind one `score(requests)` call, on the driver.
+"""RewardPool: M RewardActors behind one `score(requests)` call; a driver-side thread dispatches and collects.
 
 - Routing: a batch goes to the least-loaded live actor (fewest groups in flight); each actor holds at most
   `BATCHES_PER_ACTOR` calls, so work waits here (the queue depth) rather than in one actor's mailbox.
@@ -9,8 +9,6 @@
   actor, at most `reward.max_retries` times per group. Every group's result is delivered exactly once.
 - `score` raises TimeoutError after `reward.timeout_s`, naming the groups still pending and where they are.
 - `resize(m)` adds actors, or stops routing to removed ones and kills each once its calls have finished.
-
-A background thread dispatches and collects; callers block on futures (`submit` exposes them).
 """
 
 from __future__ import annotations
@@ -21,19 +19,20 @@ import math
 import threading
 import time
 from collections import deque
+from collections.abc import Sequence
 from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Self
 
 import ray
-from ray.exceptions import RayActorError
+from ray.exceptions import RayActorError, RayError
 
 from reward_server.actor import RewardActor
+from reward_server.throughput import Throughput
 from segr1.config import Config
 from segr1.protocol import GroupReward, RewardRequest
 
 BATCHES_PER_ACTOR = 2  # one call running and one queued behind it, so an actor never idles between calls
-_TOTALS = {"retries": "retries", "groups_total": "groups", "masks_total": "masks"}  # stats key -> counter
 
 
 @dataclass(eq=False)
@@ -64,17 +63,13 @@ class RewardPool:
         self._remote_cls = ray.remote(RewardActor).options(
             num_cpus=reward.num_cpus, num_gpus=reward.num_gpus, max_restarts=-1, max_task_retries=0
         )
-        self._max_batch = reward.max_batch_groups
-        self._max_wait_s = reward.max_wait_s
         self._lock = threading.Condition()
         self._slots: dict[str, _Slot] = {}
         self._pending: deque[_Ticket] = deque()
         self._in_flight: dict[ray.ObjectRef, tuple[_Slot, list[_Ticket]]] = {}
         self._actor_numbers = itertools.count()
         self._stopped = False
-        self._totals = {"groups": 0, "masks": 0, "retries": 0}
-        self._window = {"groups": 0, "masks": 0, "encode_s": 0.0, "decode_s": 0.0, "busy_s": 0.0}
-        self._busy_since: float | None = None
+        self._throughput = Throughput()
         self.resize(reward.num_actors if num_actors is None else num_actors)
         self._thread = threading.Thread(target=self._run, name="reward-pool", daemon=True)
         self._thread.start()
@@ -107,8 +102,8 @@ class RewardPool:
                 actor_id = f"reward-{next(self._actor_numbers)}"
                 self._slots[actor_id] = _Slot(actor_id, self._remote_cls.remote(self._cfg, actor_id))
             # Remove the least-loaded actors first, newest first among equals: they finish draining soonest.
-            removable = sorted(reversed(live), key=lambda slot: slot.groups)[: max(len(live) - num_actors, 0)]
-            for slot in removable:
+            by_load = sorted(live, key=lambda slot: (slot.groups, -live.index(slot)))
+            for slot in by_load[: max(len(live) - num_actors, 0)]:
                 slot.draining = True
                 self._retire_if_drained(slot)
             self._lock.notify_all()
@@ -119,26 +114,16 @@ class RewardPool:
             return {slot.actor_id: slot.handle for slot in self._slots.values() if not slot.draining}
 
     def stats(self) -> dict[str, float]:
-        """Throughput since the previous `stats()` call (rates over the time the pool had work), plus state.
-
-        encode_s / decode_s are actor seconds summed over the groups finished in that window.
-        """
+        """groups_per_s, masks_per_s (over the time the pool had work) and encode_s / decode_s (actor seconds)
+        since the previous call; queue depth, groups in flight and actors now; *_total counts since the start."""
         with self._lock:
-            now = time.monotonic()
-            busy = self._window["busy_s"] + (now - self._busy_since if self._busy_since is not None else 0.0)
-            if self._busy_since is not None:
-                self._busy_since = now
-            window, self._window = self._window, dict.fromkeys(self._window, 0)
+            slots = list(self._slots.values())
             return {
-                "groups_per_s": window["groups"] / busy if busy > 0 else 0.0,
-                "masks_per_s": window["masks"] / busy if busy > 0 else 0.0,
+                **self._throughput.read(time.monotonic()),
                 "queue_depth": float(len(self._pending)),
-                "in_flight": float(sum(slot.groups for slot in self._slots.values())),
-                "encode_s": float(window["encode_s"]),
-                "decode_s": float(window["decode_s"]),
-                "actors": float(sum(not slot.draining for slot in self._slots.values())),
-                "draining": float(sum(slot.draining for slot in self._slots.values())),
-                **{name: float(self._totals[key]) for name, key in _TOTALS.items()},
+                "in_flight": float(sum(slot.groups for slot in slots)),
+                "actors": float(sum(not slot.draining for slot in slots)),
+                "draining": float(sum(slot.draining for slot in slots)),
             }
 
     def close(self) -> None:
@@ -147,14 +132,13 @@ class RewardPool:
             self._stopped = True
             self._lock.notify_all()
         self._thread.join(timeout=10)
+        self._fail_all(RuntimeError("reward pool closed"))
         with self._lock:
-            for ticket in [*self._pending, *(t for _, batch in self._in_flight.values() for t in batch)]:
-                _resolve(ticket.future, exception=RuntimeError(f"reward pool closed; group {ticket.request.group_id!r}"))
             for slot in self._slots.values():
                 ray.kill(slot.handle, no_restart=True)
             self._slots.clear()
 
-    def __enter__(self) -> RewardPool:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
@@ -176,39 +160,46 @@ class RewardPool:
             for ticket in late:
                 ticket.future.cancel()  # a result arriving later is dropped
             where = ", ".join(f"{t.request.group_id} ({t.actor_id or 'queued'})" for t in late)
-            actors = sorted({t.actor_id for t in late if t.actor_id})
         return (
             f"reward pool: {len(late)} of {len(tickets)} groups not scored within reward.timeout_s="
-            f"{self._cfg.reward.timeout_s}s: {where}; actors holding them: {actors or 'none'}"
+            f"{self._cfg.reward.timeout_s}s, as group (actor holding it): {where}"
         )
 
     def _run(self) -> None:
-        """Dispatcher loop: send ready batches, collect finished calls."""
-        while True:
-            with self._lock:
-                if self._stopped:
-                    return
-                self._dispatch(time.monotonic())
-                refs = list(self._in_flight)
-                if not refs:
-                    self._lock.wait(timeout=self._max_wait_s if self._pending else None)
-                    continue
-            # Short waits so groups submitted meanwhile are batched within about max_wait_s.
-            ready, _ = ray.wait(refs, num_returns=1, timeout=max(self._max_wait_s, 0.005))
-            for ref in ready:
-                self._collect(ref)
+        """Dispatcher loop: send ready batches, collect finished calls. A crash fails every waiting group."""
+        try:
+            while True:
+                with self._lock:
+                    if self._stopped:
+                        return
+                    self._dispatch(time.monotonic())
+                    refs = list(self._in_flight)
+                    if not refs:
+                        self._lock.wait(timeout=self._cfg.reward.max_wait_s if self._pending else None)
+                        continue
+                # Short waits so groups submitted meanwhile are batched within about max_wait_s.
+                ready, _ = ray.wait(refs, num_returns=1, timeout=max(self._cfg.reward.max_wait_s, 0.005))
+                for ref in ready:
+                    self._collect(ref)
+        except Exception as error:  # noqa: BLE001  callers must not wait for a dead dispatcher until timeout
+            self._stopped = True
+            self._fail_all(RuntimeError(f"reward pool dispatcher failed: {error!r}"))
+
+    def _fail_all(self, error: Exception) -> None:
+        with self._lock:
+            for ticket in [*self._pending, *(t for _, batch in self._in_flight.values() for t in batch)]:
+                _resolve(ticket.future, exception=error)
 
     def _dispatch(self, now: float) -> None:
         """Send batches to free actors (lock held)."""
         live = [slot for slot in self._slots.values() if not slot.draining]
+        max_groups, max_wait_s = self._cfg.reward.max_batch_groups, self._cfg.reward.max_wait_s
         while self._pending:
             free = [slot for slot in live if slot.batches < BATCHES_PER_ACTOR]
-            if not free:
-                return
-            oldest_wait = now - self._pending[0].enqueued_at
-            if len(self._pending) < self._max_batch and oldest_wait < self._max_wait_s:
-                return  # let a fuller batch form
-            size = min(self._max_batch, math.ceil(len(self._pending) / len(free)))
+            filling = len(self._pending) < max_groups and now - self._pending[0].enqueued_at < max_wait_s
+            if not free or filling:
+                return  # no actor can take work, or a fuller batch may still form
+            size = min(max_groups, math.ceil(len(self._pending) / len(free)))
             for slot in sorted(free, key=lambda s: (s.groups, s.batches)):  # least loaded first
                 batch = self._take(size, avoid=slot.actor_id if len(live) > 1 else "")
                 if batch:
@@ -221,11 +212,10 @@ class RewardPool:
             self._in_flight[ref] = (slot, batch)
             slot.batches += 1
             slot.groups += len(batch)
-            if self._busy_since is None:
-                self._busy_since = now
+            self._throughput.set_busy(True, now)
 
     def _take(self, size: int, avoid: str) -> list[_Ticket]:
-        """Up to `size` queued groups in order, skipping cancelled ones and those that just failed on `avoid`."""
+        """Up to `size` queued groups in order, minus cancelled ones and any that just failed on `avoid`."""
         taken: list[_Ticket] = []
         kept: deque[_Ticket] = deque()
         while self._pending and len(taken) < size:
@@ -244,7 +234,7 @@ class RewardPool:
             results: list[GroupReward] = ray.get(ref)
         except RayActorError as error:
             self._requeue(slot, batch, error)
-        except Exception as error:  # the actor raised: deterministic, so retrying would fail again
+        except RayError as error:  # the actor raised: deterministic, so retrying would fail again
             for ticket in batch:
                 _resolve(ticket.future, exception=error)
         else:
@@ -253,18 +243,17 @@ class RewardPool:
             slot.batches -= 1
             slot.groups -= len(batch)
             self._retire_if_drained(slot)
-            if not self._in_flight and self._busy_since is not None:
-                self._window["busy_s"] += time.monotonic() - self._busy_since
-                self._busy_since = None
+            if not self._in_flight:
+                self._throughput.set_busy(False, time.monotonic())
 
     def _deliver(self, batch: list[_Ticket], results: list[GroupReward]) -> None:
-        masks = sum(not b.reason for result in results for b in result.breakdowns)  # parsed = segmented
         with self._lock:
-            for key, value in (("groups", len(results)), ("masks", masks)):
-                self._totals[key] += value
-                self._window[key] += value
-            self._window["encode_s"] += sum(result.encode_s for result in results)
-            self._window["decode_s"] += sum(result.decode_s for result in results)
+            self._throughput.add(
+                groups=len(results),
+                masks=sum(not b.reason for r in results for b in r.breakdowns),  # parsed ones were segmented
+                encode_s=sum(r.encode_s for r in results),
+                decode_s=sum(r.decode_s for r in results),
+            )
         for ticket, result in zip(batch, results, strict=True):
             _resolve(ticket.future, result=result)
 
@@ -276,13 +265,17 @@ class RewardPool:
                 ticket.failures += 1
                 ticket.actor_id, ticket.failed_on = "", slot.actor_id
                 if ticket.failures > retry_limit:
-                    _resolve(ticket.future, exception=RuntimeError(
-                        f"reward group {ticket.request.group_id!r} lost {ticket.failures} times to dying actors "
-                        f"(last {slot.actor_id}); reward.max_retries={retry_limit}: {type(error).__name__}"
-                    ))
+                    _resolve(
+                        ticket.future,
+                        exception=RuntimeError(
+                            f"reward group {ticket.request.group_id!r} lost {ticket.failures} times to dying "
+                            f"actors (last {slot.actor_id}); reward.max_retries={retry_limit}: "
+                            f"{type(error).__name__}"
+                        ),
+                    )
                 elif not ticket.future.cancelled():
                     retry.append(ticket)
-            self._totals["retries"] += len(retry)
+            self._throughput.add(retries=len(retry))
             self._pending.extendleft(reversed(retry))  # head of the queue, original order
             self._lock.notify_all()
 

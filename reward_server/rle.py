@@ -6,7 +6,8 @@ as is, and pycocotools decodes either form.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 from pycocotools import mask as coco_mask

@@ -62,9 +62,13 @@ def combine(
             f"reasons {len(reasons)}"
         )
     breakdowns = []
-    for index, (parsed, iou_value, s_value, reason) in enumerate(zip(format_ok, iou_values, s_values, reasons)):
+    for index, (parsed, iou_value, s_value, reason) in enumerate(
+        zip(format_ok, iou_values, s_values, reasons)
+    ):
         if bool(reason) == bool(parsed):
-            raise ValueError(f"completion {index}: format_ok={parsed} with reason {reason!r} (one must be set)")
+            raise ValueError(
+                f"completion {index}: format_ok={parsed} with reason {reason!r} (one must be set)"
+            )
         if not parsed:
             breakdowns.append(RewardBreakdown(reward=0.0, format=0.0, iou=0.0, s_measure=0.0, reason=reason))
             continue

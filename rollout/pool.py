@@ -39,10 +39,13 @@ def balanced_shards(count: int, parts: int) -> list[tuple[int, int]]:
 class RolloutPool:
     """N rollout actors behind one generate / update_weights / resize interface."""
 
-    def __init__(self, cfg: Config, model_path: str, num_workers: int | None = None) -> None:
+    def __init__(self, cfg: Config, model_path: str, num_workers: int | None = None,
+                 worker_cls: type = RolloutWorker) -> None:
+        # worker_cls: any class constructed as worker_cls(cfg, model_path, worker_id) with RolloutWorker's
+        # methods (bench/scheduling.py passes a sleep-based stand-in to time this pool without models).
         self.cfg = cfg
         self.model_path = model_path
-        self._actor_class = ray.remote(RolloutWorker).options(
+        self._actor_class = ray.remote(worker_cls).options(
             num_cpus=cfg.rollout.num_cpus, num_gpus=cfg.rollout.num_gpus, max_restarts=0,
         )
         self._workers: list[tuple[str, Any]] = []  # (worker_id, actor handle)

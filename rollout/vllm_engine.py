@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, Iterable
 
 import numpy as np
 
-from rollout.vllm_weight_loader import join_sync_group, leave_sync_group, load_weights, receive_and_load
+from rollout.vllm_weight_loader import join_sync_group, leave_sync_group, load_weights, receive_and_load, to_wire
 from segr1.chat import non_output_token_ids, prompt_text
 from segr1.protocol import Completion, GenerationRequest, RolloutGroup, SamplingParams
 
@@ -109,13 +109,19 @@ class VLLMEngine:
         from transformers import AutoProcessor
         from vllm import LLM
 
+        on_gpu = torch.cuda.is_available()
         if dtype == "auto":  # the config's rule: bf16 on GPU, fp32 on CPU (vLLM's "auto" follows the checkpoint)
-            dtype = "bfloat16" if torch.cuda.is_available() else "float32"
+            dtype = "bfloat16" if on_gpu else "float32"
+        # On the CPU a seeded request whose prompt is prefilled in chunks crashes vLLM ("CPU Generator does not
+        # use offset": it rewinds the generator of the discarded partial step), so prompts are prefilled whole.
+        cpu_scheduling = {} if on_gpu else {
+            "enable_chunked_prefill": False, "max_num_batched_tokens": max(max_model_len, 2048),
+        }
         self.llm = LLM(
             model=model_path, tensor_parallel_size=tensor_parallel_size,
             gpu_memory_utilization=gpu_memory_utilization, enable_prefix_caching=enable_prefix_caching,
             enable_sleep_mode=enable_sleep_mode, max_model_len=max_model_len, enforce_eager=enforce_eager,
-            seed=seed, dtype=dtype, logprobs_mode="processed_logprobs",
+            seed=seed, dtype=dtype, logprobs_mode="processed_logprobs", **cpu_scheduling,
         )
         model_config = self.llm.llm_engine.model_config
         self.multimodal = bool(model_config.is_multimodal_model)
@@ -230,10 +236,10 @@ class VLLMEngine:
                 f"{len(mismatched)} shape mismatch(es) {mismatched[:5]}"
             )
         payload: list[Any] = items
-        if not self.in_process:  # bare tensors do not survive the trip to the engine-core process
+        if not self.in_process:  # tensors do not survive the trip to the engine-core and worker processes
             from segr1.weights import pack_buckets
 
-            payload = pack_buckets(items, bucket_bytes=1 << 30, version=version)
+            payload = to_wire(pack_buckets(items, bucket_bytes=1 << 30, version=version))
         self.llm.collective_rpc(load_weights, args=(payload,))
         self.llm.reset_prefix_cache()  # cached KV blocks were computed with the old weights
         self._version = int(version)

@@ -12,8 +12,9 @@ qkv_proj, gate/up into one gate_up_proj). Going through `model_runner.reload_wei
 Two payload forms, both handled by `load_weights`:
 - a list of (name, tensor) pairs: the engine runs in-process (VLLM_ENABLE_V1_MULTIPROCESSING=0, the CPU
   setting), so the list arrives by reference and the tensors may be zero-copy views of object-store buffers;
-- a list of `segr1.weights.WeightBucket`: the engine core runs in another process; buckets are a few flat
-  numpy byte buffers, which cross the process boundary intact (bare tensors arrive as nested lists there).
+- `to_wire(buckets)`: a list of (bucket layout fields, raw bytes), when the engine core and its workers run in
+  other processes. Arguments make two hops there (msgpack to the engine core, pickle on to the workers), and
+  tensors or numpy arrays fail the second hop ("cannot pickle memoryview objects"); plain bytes and lists pass.
 
 GPU transport (learner.sync.transport=nccl): the learner's rank 0 broadcasts buckets over a
 `segr1.weights.WeightSyncGroup` (see learner/nccl_sync.py). `join_sync_group` makes every vLLM worker a member
@@ -33,18 +34,35 @@ if TYPE_CHECKING:
     from segr1.weights import WeightBucket
 
 
-def as_named_tensors(payload: list[Any]) -> Iterable[tuple[str, "torch.Tensor"]]:
-    """(name, tensor) pairs from either payload form (see the module docstring)."""
+WireBucket = tuple[dict[str, Any], bytes]  # (BucketLayout fields, the bucket's bytes)
+
+
+def to_wire(buckets: "list[WeightBucket]") -> list[WireBucket]:
+    """Buckets in the form that crosses vLLM's process boundaries intact (see the module docstring)."""
+    return [(vars(bucket.layout), bucket.buffer.tobytes()) for bucket in buckets]
+
+
+def from_wire(wire: list[WireBucket]) -> Iterable[tuple[str, "torch.Tensor"]]:
+    """(name, tensor) views of wire buckets (msgpack turned the layout's tuples into lists)."""
+    import numpy as np
+
     from segr1.weights import WeightBucket, unpack_buckets
 
-    if payload and isinstance(payload[0], WeightBucket):
-        return unpack_buckets(payload)
-    return payload
+    buckets = [
+        WeightBucket(fields["version"], list(fields["names"]), [tuple(s) for s in fields["shapes"]],
+                     list(fields["dtypes"]), list(fields["offsets"]), np.frombuffer(data, dtype=np.uint8))
+        for fields, data in wire
+    ]
+    return unpack_buckets(buckets)
 
 
-def load_weights(worker: Any, payload: "list[tuple[str, torch.Tensor]] | list[WeightBucket]") -> int:
+def is_wire(payload: list[Any]) -> bool:
+    return bool(payload) and isinstance(payload[0][0], dict) and isinstance(payload[0][1], bytes)
+
+
+def load_weights(worker: Any, payload: "list[tuple[str, torch.Tensor]] | list[WireBucket]") -> int:
     """Copy HF-named tensors into the worker's model in place; returns how many tensors were given."""
-    named = list(as_named_tensors(payload))
+    named = list(from_wire(payload) if is_wire(payload) else payload)
     worker.reload_weights(weights_iterator=iter(named))  # = model_runner.reload_weights under vLLM's config
     return len(named)
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from reward_server.segmenters.base import SegmentTiming, Segmenter
+from reward_server.segmenters.base import Segmenter, SegmentTiming
 
 NAMES = ("sam2", "grabcut")
 

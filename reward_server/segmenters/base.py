@@ -7,8 +7,9 @@ over its prompt set's boxes, with points sent to the boxes that contain them (`p
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol, Sequence, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 

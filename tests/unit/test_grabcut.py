@@ -101,10 +101,13 @@ def test_points_are_sure_foreground_and_background():
     inside_object = _interior_point(mask)
     corner = (box[0], box[1])  # inside the box; background for these convex-ish shapes
     seg = build("grabcut", iterations=5, point_radius=2)
-    plain, clicked = seg.segment(image, [
-        SegPrompt("", [box], [], []),
-        SegPrompt("", [box], [inside_object, corner], [1, 0]),
-    ])
+    plain, clicked = seg.segment(
+        image,
+        [
+            SegPrompt("", [box], [], []),
+            SegPrompt("", [box], [inside_object, corner], [1, 0]),
+        ],
+    )
     x, y = inside_object
     assert clicked[y, x] and not clicked[corner[1], corner[0]]
     assert not clicked[:, : box[0]].any() and not clicked[: box[1]].any()  # nothing outside the box
@@ -117,10 +120,13 @@ def test_points_only_prompt_honours_its_points():
     image, mask = synth_sample(seed=0, index=5, size=128)
     seg = build("grabcut", point_radius=2)
     inside, outside = _interior_point(mask), (2, 2)
-    grown, only_negative = seg.segment(image, [
-        SegPrompt("", [], [inside, outside], [1, 0]),
-        SegPrompt("", [], [outside], [0]),
-    ])
+    grown, only_negative = seg.segment(
+        image,
+        [
+            SegPrompt("", [], [inside, outside], [1, 0]),
+            SegPrompt("", [], [outside], [0]),
+        ],
+    )
     assert grown[inside[1], inside[0]] and not grown[outside[1], outside[0]]
     assert not only_negative.any()
 

@@ -19,7 +19,9 @@ def test_group_advantages_hand_computed():
     assert group_advantages(rewards, 4).tolist() == pytest.approx(expected, rel=1e-12)
     assert group_advantages(rewards, 4, scale="none").tolist() == [-1.5, -0.5, 0.5, 1.5, -1, -1, 1, 1]
     pair = 0.5 / (math.sqrt(0.5) + 0.5)  # groups of two: [1, 2], [3, 4], then two constant groups
-    assert group_advantages(rewards, 2, eps=0.5).tolist() == pytest.approx([-pair, pair, -pair, pair, 0, 0, 0, 0])
+    assert group_advantages(rewards, 2, eps=0.5).tolist() == pytest.approx(
+        [-pair, pair, -pair, pair, 0, 0, 0, 0]
+    )
 
 
 def test_equal_rewards_give_exactly_zero_never_nan():
@@ -84,11 +86,14 @@ def test_clipping_takes_the_pessimistic_branch():
     loss_pos, stats = policy_loss(logp, old_logp, None, torch.tensor([1.0]), mask, beta=0.0, agg="token-mean")
     assert loss_pos.item() == pytest.approx(-(1.2 + 0.5 + 1.1 + 0.5) / 4)  # A > 0: only r > 1.2 is capped
     assert stats["clip_frac"] == 0.25
-    loss_neg, stats = policy_loss(logp, old_logp, None, torch.tensor([-1.0]), mask, beta=0.0, agg="token-mean")
+    loss_neg, stats = policy_loss(
+        logp, old_logp, None, torch.tensor([-1.0]), mask, beta=0.0, agg="token-mean"
+    )
     assert loss_neg.item() == pytest.approx((1.5 + 0.8 + 1.1 + 0.8) / 4)  # A < 0: only r < 0.8 is capped
     assert stats["clip_frac"] == 0.5
-    loss_high, _ = policy_loss(logp, old_logp, None, torch.tensor([1.0]), mask, beta=0.0, clip_high=0.28,
-                               agg="token-mean")  # fmt: skip
+    loss_high, _ = policy_loss(
+        logp, old_logp, None, torch.tensor([1.0]), mask, beta=0.0, clip_high=0.28, agg="token-mean"
+    )
     assert loss_high.item() == pytest.approx(-(1.28 + 0.5 + 1.1 + 0.5) / 4)  # clip-higher
 
 
@@ -113,7 +118,9 @@ def test_gradcheck(agg, clip_low, kl):
     logp, old_logp, ref_logp, advantages, mask = batch(seed=1)
 
     def objective(policy_logp):
-        return policy_loss(policy_logp, old_logp, ref_logp, advantages, mask, clip_low=clip_low, kl=kl, agg=agg)[0]
+        return policy_loss(
+            policy_logp, old_logp, ref_logp, advantages, mask, clip_low=clip_low, kl=kl, agg=agg
+        )[0]
 
     assert torch.autograd.gradcheck(objective, (logp.clone().requires_grad_(),))
 
@@ -122,13 +129,21 @@ def test_inputs_are_not_modified_and_stats_are_floats():
     tensors = batch(seed=2, dtype=torch.float32)
     copies = [t.clone() for t in tensors]
     loss, stats = policy_loss(*tensors, clip_low=0.1)
-    assert all(torch.equal(a, b) for a, b in zip(tensors, copies))
+    assert all(torch.equal(a, b) for a, b in zip(tensors, copies)) and loss.isfinite()
     assert set(stats) == {"kl", "clip_frac", "ratio_mean", "adv_mean", "tokens"}
     assert all(isinstance(v, float) and math.isfinite(v) for v in stats.values())
     logp, _, ref_logp, advantages, mask = tensors
     kl = kl_penalty(logp, ref_logp)
     assert stats["kl"] == pytest.approx(((kl * mask).sum() / mask.sum()).item(), rel=1e-6)
     assert stats["adv_mean"] == pytest.approx(advantages.mean().item())
+
+
+def test_kl_is_reported_without_entering_the_loss_when_beta_is_zero():
+    logp, old_logp, ref_logp, advantages, mask = batch(seed=3)
+    with_ref, stats = policy_loss(logp, old_logp, ref_logp, advantages, mask, beta=0.0)
+    without_ref, stats_without = policy_loss(logp, old_logp, None, advantages, mask, beta=0.0)
+    assert with_ref.item() == without_ref.item()
+    assert stats["kl"] > 0 and stats_without["kl"] == 0.0
 
 
 def test_bad_arguments_name_the_problem():

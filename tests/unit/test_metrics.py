@@ -36,7 +36,11 @@ class ExactArithmetic(ZeroForEmptyQuadrant):
     def ssim(self, pred, gt):
         if pred.size == 0:
             return 0.0
-        p, g, n = [Fraction(float(v)) for v in pred.ravel()], [Fraction(int(v)) for v in gt.ravel()], pred.size
+        p, g, n = (
+            [Fraction(float(v)) for v in pred.ravel()],
+            [Fraction(int(v)) for v in gt.ravel()],
+            pred.size,
+        )
         x, y = sum(p) / n, sum(g) / n
         eps = Fraction(np.spacing(1))
         sx = sum((a - x) ** 2 for a in p) / (n - 1 + eps)
@@ -51,8 +55,12 @@ def ours(pred: np.ndarray, gt: np.ndarray) -> float:
 
 
 def test_iou_hand_computed_and_empty_union_is_zero():
-    pred = torch.tensor([[[1, 1, 0], [0, 0, 0]], [[0, 0, 0], [0, 0, 0]], [[1, 0, 0], [0, 0, 1]]], dtype=torch.bool)
-    gt = torch.tensor([[[0, 1, 1], [0, 0, 0]], [[0, 0, 0], [0, 0, 0]], [[1, 0, 0], [0, 0, 1]]], dtype=torch.bool)
+    pred = torch.tensor(
+        [[[1, 1, 0], [0, 0, 0]], [[0, 0, 0], [0, 0, 0]], [[1, 0, 0], [0, 0, 1]]], dtype=torch.bool
+    )
+    gt = torch.tensor(
+        [[[0, 1, 1], [0, 0, 0]], [[0, 0, 0], [0, 0, 0]], [[1, 0, 0], [0, 0, 1]]], dtype=torch.bool
+    )
     assert iou(pred, gt).tolist() == [1 / 3, 0.0, 1.0]
     assert iou(pred, gt).dtype == torch.float64
 

@@ -7,7 +7,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from reward_server import parse
-from reward_server.parse import REASONS, FormatError, SegPrompt, assign_points_to_boxes, parse_completion, render
+from reward_server.parse import (
+    REASONS,
+    FormatError,
+    SegPrompt,
+    assign_points_to_boxes,
+    parse_completion,
+    render,
+)
 
 THINK = "<think>a green frog on a leaf</think>"
 TAIL = "<points>[[20,30],[5,5]]</points>, <labels>[1,0]</labels>"
@@ -21,8 +28,8 @@ def test_reads_the_paper_format_exactly():
 
 
 def test_tolerates_whitespace_and_separators_and_keeps_think_verbatim():
-    text = "\n <think>\n two  lines\n</think>\n\n<bbox> [ 10 , 20,60 ,70 ] </bbox>,,<bbox>[0,0,99,79]</bbox>\n"
-    text += "<points>[ [20 ,30] , [5,5] ]</points> , <labels>[ 1 ,0 ]</labels>\n"
+    text = "\n <think>\n two  lines\n</think>\n\n<bbox> [ 10 , 20,60 ,70 ] </bbox>,,"
+    text += "<bbox>[0,0,99,79]</bbox>\n<points>[ [20 ,30] , [5,5] ]</points> , <labels>[ 1 ,0 ]</labels>\n"
     prompt = parse_completion(text, 100, 80)
     assert prompt.think == "\n two  lines\n"
     assert prompt.boxes == [(10, 20, 60, 70), (0, 0, 99, 79)]
@@ -33,9 +40,8 @@ def test_frame_edges_are_inclusive_of_the_last_pixel_only():
     assert parse_completion(f"{THINK}<bbox>[0,0,99,79]</bbox>{TAIL}", 100, 80).boxes == [(0, 0, 99, 79)]
     assert _code(f"{THINK}<bbox>[0,0,100,79]</bbox>{TAIL}", 100, 80) == "out_of_frame"
     assert _code(f"{THINK}<bbox>[0,0,99,80]</bbox>{TAIL}", 100, 80) == "out_of_frame"
-    assert _code(f"{THINK}<bbox>[0,0,9,9]</bbox><points>[[100,1]]</points><labels>[1]</labels>", 100, 80) == (
-        "out_of_frame"
-    )
+    point_outside = f"{THINK}<bbox>[0,0,9,9]</bbox><points>[[100,1]]</points><labels>[1]</labels>"
+    assert _code(point_outside, 100, 80) == "out_of_frame"
 
 
 def test_leading_zeros_and_huge_numbers():
@@ -64,8 +70,14 @@ def test_leading_zeros_and_huge_numbers():
         (THINK + "<bbox>[1,1,5,5]</bbox><points>[1,2]</points><labels>[1]</labels>", "bad_point"),
         (THINK + "<bbox>[1,1,5,5]</bbox><points>[[1,2]]</points>", "no_labels"),
         (THINK + "<bbox>[1,1,5,5]</bbox><points>[[1,2]]</points><labels>[2]</labels>", "bad_label"),
-        (THINK + "<bbox>[1,1,5,5]</bbox><points>[[1,2]]</points><labels>[1,0]</labels>", "points_labels_mismatch"),
-        (THINK + "<bbox>[1,1,5,5]</bbox><points>[[1,2],[3,4]]</points><labels>[]</labels>", "points_labels_mismatch"),
+        (
+            THINK + "<bbox>[1,1,5,5]</bbox><points>[[1,2]]</points><labels>[1,0]</labels>",
+            "points_labels_mismatch",
+        ),
+        (
+            THINK + "<bbox>[1,1,5,5]</bbox><points>[[1,2],[3,4]]</points><labels>[]</labels>",
+            "points_labels_mismatch",
+        ),
         (THINK + "<bbox>[1,1,5,5]</bbox><points>[[1,2.5]]</points><labels>[1]</labels>", "bad_number"),
         (THINK + "<bbox>[-1,1,5,5]</bbox>" + TAIL, "bad_number"),
         (THINK + "<bbox>[1,1,5,x]</bbox>" + TAIL, "bad_number"),
@@ -125,10 +137,9 @@ def test_programming_errors_are_not_format_errors():
 
 
 def test_every_reason_code_is_documented_and_reachable():
-    assert set(REASONS) >= {
-        "no_think", "no_box", "bad_box", "points_labels_mismatch", "bad_label", "out_of_frame",
-        "too_many_points", "too_many_boxes", "too_long", "no_points", "bad_number", "empty",
-    }  # fmt: skip
+    required = "no_think no_box bad_box points_labels_mismatch bad_label out_of_frame too_many_points"
+    required += " too_many_boxes too_long no_points bad_number empty"
+    assert set(REASONS) >= set(required.split())
     assert FormatError("bad_box").code == "bad_box" and isinstance(FormatError("empty"), ValueError)
 
 
@@ -166,32 +177,40 @@ def prompts(draw) -> SegPrompt:
     return SegPrompt(think=think, boxes=boxes, points=points, labels=labels)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(prompts())
 def test_render_then_parse_is_the_identity(prompt):
     assert parse_completion(render(prompt), FRAME_W, FRAME_H) == prompt
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(prompts())
 def test_points_grammar_round_trip(prompt):
     points_only = SegPrompt(prompt.think, [], prompt.points, prompt.labels)
     assert parse_completion(render(points_only), FRAME_W, FRAME_H, grammar="points") == points_only
 
 
-@settings(max_examples=500, deadline=None)
+@settings(max_examples=300, deadline=None)
 @given(st.text(max_size=300))
 def test_any_text_returns_or_raises_format_error(text):
     _returns_or_format_error(text)
 
 
-GRAMMAR_PIECES = list("<>/[],0123456789 \n-.") + ["<think>", "</think>", "<bbox>", "</bbox>", "<points>",
-                                                   "</points>", "<labels>", "</labels>", "[[", "]]"]  # fmt: skip
+TAGS = ["<think>", "</think>", "<bbox>", "</bbox>", "<points>", "</points>", "<labels>", "</labels>"]
+GRAMMAR_PIECES = list("<>/[],0123456789 \n-.") + TAGS + ["[[", "]]"]
+EDITS = st.lists(  # (position, action, piece) applied one after the other
+    st.tuples(
+        st.integers(0, 10**6),
+        st.sampled_from(["insert", "delete", "replace"]),
+        st.sampled_from(GRAMMAR_PIECES),
+    ),
+    min_size=1,
+    max_size=4,
+)
 
 
-@settings(max_examples=500, deadline=None)
-@given(prompts(), st.lists(st.tuples(st.integers(0, 10**6), st.sampled_from(["insert", "delete", "replace"]),
-                                     st.sampled_from(GRAMMAR_PIECES)), min_size=1, max_size=4))  # fmt: skip
+@settings(max_examples=300, deadline=None)
+@given(prompts(), EDITS)
 def test_near_miss_mutations_return_or_raise_format_error(prompt, edits):
     text = render(prompt)
     for where, action, piece in edits:
@@ -222,11 +241,9 @@ HOSTILE = {
 }
 
 
-@pytest.mark.timeout(20)
-@pytest.mark.parametrize("name", sorted(HOSTILE))
-def test_hostile_text_takes_linear_work(name, monkeypatch):
-    """Every regex the scanner uses is counted: calls and characters consumed stay proportional to the text."""
-    text = HOSTILE[name]
+@pytest.fixture
+def regex_work(monkeypatch) -> dict[str, int]:
+    """Counts every match of the scanner's regexes: calls, and characters they consume."""
     work = {"calls": 0, "chars": 0}
 
     class Counted:
@@ -239,16 +256,30 @@ def test_hostile_text_takes_linear_work(name, monkeypatch):
             work["chars"] += found.end() - pos if found else 0
             return found
 
-    for name_ in ("_SEPARATORS", "_WHITESPACE", "_DIGITS", "_WORD", "_OPEN_TAG"):
-        monkeypatch.setattr(parse, name_, Counted(getattr(parse, name_)))
+    for name in ("_SEPARATORS", "_WHITESPACE", "_DIGITS", "_WORD", "_OPEN_TAG"):
+        monkeypatch.setattr(parse, name, Counted(getattr(parse, name)))
+    return work
+
+
+@pytest.mark.timeout(20)
+@pytest.mark.parametrize("name", sorted(HOSTILE))
+def test_hostile_text_takes_linear_work(name, regex_work):
+    """With every limit lifted the scan reads the whole text, and its work stays proportional to it."""
+    text = HOSTILE[name]
     _returns_or_format_error(text, max_chars=10 * N, max_points=10 * N, max_boxes=10 * N)
-    assert work["calls"] <= 2 * len(text) + 10
-    assert work["chars"] <= 2 * len(text) + 10
+    assert regex_work["calls"] <= 2 * len(text) + 10
+    assert regex_work["chars"] <= 2 * len(text) + 10
 
 
-def test_long_think_parses_and_default_limit_rejects_hostile_length():
+@pytest.mark.parametrize("name, code", [("many_boxes", "too_many_boxes"), ("many_points", "too_many_points")])
+def test_box_and_point_limits_stop_the_scan_early(name, code, regex_work):
+    assert _code(HOSTILE[name], FRAME_W, FRAME_H, max_chars=10 * N) == code
+    assert regex_work["calls"] < 1000  # a few tokens per box or point, up to the default limits
+    assert _code(HOSTILE[name], FRAME_W, FRAME_H) == "too_long"  # and the default length limit first
+
+
+def test_a_long_think_block_is_fine():
     assert parse_completion(HOSTILE["long_think"], 100, 80, max_chars=10 * N).think == "x" * N
-    assert _code(HOSTILE["digits"], 100, 80) == "too_long"
 
 
 def _code(text: str, width: int, height: int, **options) -> str:

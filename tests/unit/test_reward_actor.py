@@ -50,11 +50,15 @@ class CountingSegmenter:
 def test_hand_computed_rewards():
     image, gt = _square_scene()
     exact = render(SegPrompt("a loose box", [(26, 16, 63, 43)], [(45, 30)], [1]))
-    elsewhere = render(SegPrompt("wrong place", [(0, 50, 20, 63)], [(70, 5)], [0]))  # point outside: box alone
+    elsewhere = render(
+        SegPrompt("wrong place", [(0, 50, 20, 63)], [(70, 5)], [0])
+    )  # point outside: box alone
     actor = RewardActor(load_config(overrides=GRABCUT), "reward-test")
     (result,) = actor.score([RewardRequest("square", image, gt, [exact, elsewhere])])
     perfect, miss = result.breakdowns
-    assert (perfect.reward, perfect.format, perfect.iou, perfect.s_measure) == pytest.approx((2.0, 1.0, 1.0, 1.0))
+    assert (perfect.reward, perfect.format, perfect.iou, perfect.s_measure) == pytest.approx(
+        (2.0, 1.0, 1.0, 1.0)
+    )
     assert miss.format == 1.0 and miss.iou == 0.0 and miss.reason == ""
     assert miss.reward == pytest.approx(1.0 + 0.3 * miss.s_measure)
     assert result.group_id == "square" and result.actor_id == "reward-test" and result.masks_rle is None
@@ -63,14 +67,15 @@ def test_hand_computed_rewards():
 def test_malformed_completions_score_zero_and_leave_the_rest_alone():
     image, gt = synth_sample(seed=0, index=2, size=96)
     box = _tight_box(gt)
-    good_a = render(SegPrompt("object", [box], [(int(np.nonzero(gt)[1].mean()), int(np.nonzero(gt)[0].mean()))], [1]))
+    good_a = render(
+        SegPrompt("object", [box], [(int(np.nonzero(gt)[1].mean()), int(np.nonzero(gt)[0].mean()))], [1])
+    )
     good_b = render(SegPrompt("half", [(box[0], box[1], (box[0] + box[2]) // 2, box[3])], [(95, 95)], [0]))
     malformed = {
         "just some words": "no_think",
         "<think>x</think> <bbox>[1,2,3]</bbox> <points>[[1,2]]</points> <labels>[1]</labels>": "bad_box",
         "<think>x</think> <bbox>[1,2,30,40]</bbox> <points>[[5,6]]</points> <labels>[2]</labels>": "bad_label",
-        "<think>x</think> <bbox>[1,2,30,40]</bbox> <points>[[5,6]]</points> <labels>[1,0]</labels>":
-            "points_labels_mismatch",
+        "<think>x</think> <bbox>[1,2,30,40]</bbox> <points>[[5,6]]</points> <labels>[1,0]</labels>": "points_labels_mismatch",
         "<think>" + "a" * 9000 + "</think>": "too_long",
     }
     texts = [good_a, *malformed, good_b]
@@ -125,7 +130,10 @@ def test_points_grammar_stage():
     image, gt = _square_scene()
     overrides = [*GRABCUT, "reward.grammar=points", "reward.require_think=false"]
     actor = RewardActor(load_config(overrides=overrides))
-    texts = ["<points>[[45,30],[2,2]]</points> <labels>[1,0]</labels>", render(SegPrompt("t", [(1, 1, 9, 9)], [(5, 5)], [1]))]
+    texts = [
+        "<points>[[45,30],[2,2]]</points> <labels>[1,0]</labels>",
+        render(SegPrompt("t", [(1, 1, 9, 9)], [(5, 5)], [1])),
+    ]
     (result,) = actor.score([RewardRequest("pre-rl", image, gt, texts)])
     assert result.breakdowns[0].format == 1.0 and result.breakdowns[0].iou > 0
     assert result.breakdowns[1].reason == "unexpected_text"  # a box is not part of the points grammar
@@ -147,8 +155,11 @@ def test_sam2_actor_encodes_once_per_group():
     with pytest.warns(RuntimeWarning, match="RANDOM weights"):
         actor = RewardActor(load_config(overrides=overrides))
     image, gt = _square_scene()
-    texts = [render(SegPrompt("t", [(26, 16, 63, 43)], [(45, 30)], [1])), "nonsense",
-             render(SegPrompt("t", [(0, 0, 40, 30), (50, 30, 79, 63)], [(60, 40), (5, 5)], [1, 0]))]
+    texts = [
+        render(SegPrompt("t", [(26, 16, 63, 43)], [(45, 30)], [1])),
+        "nonsense",
+        render(SegPrompt("t", [(0, 0, 40, 30), (50, 30, 79, 63)], [(60, 40), (5, 5)], [1, 0])),
+    ]
     first, second = actor.score([RewardRequest("a", image, gt, texts), RewardRequest("b", image, gt, texts)])
     assert first.encode_s > 0 and first.decode_s > 0
     assert second.encode_s < first.encode_s / 10  # same image: the embedding cache served it

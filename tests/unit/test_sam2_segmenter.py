@@ -35,8 +35,15 @@ def image() -> np.ndarray:
 @pytest.fixture(scope="module")
 def segmenter() -> Segmenter:
     with pytest.warns(RuntimeWarning, match="RANDOM weights"):
-        return build("sam2", model_cfg="configs/sam2.1/sam2.1_hiera_t.yaml", checkpoint="", device="cpu",
-                     embedding_cache=4, decode_batch=3, seed=0)
+        return build(
+            "sam2",
+            model_cfg="configs/sam2.1/sam2.1_hiera_t.yaml",
+            checkpoint="",
+            device="cpu",
+            embedding_cache=4,
+            decode_batch=3,
+            seed=0,
+        )
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +72,9 @@ def test_batched_equals_one_box_at_a_time(segmenter, image, batched):
     assert batched.shape == (len(PROMPTS), 120, 160) and batched.dtype == bool
     # random weights still give varied, non-trivial masks, so equality below means something
     coverage = batched.mean(axis=(1, 2))
-    assert ((coverage > 0.01) & (coverage < 0.99)).all() and len({m.tobytes() for m in batched}) == len(PROMPTS)
+    assert ((coverage > 0.01) & (coverage < 0.99)).all() and len({m.tobytes() for m in batched}) == len(
+        PROMPTS
+    )
     segmenter.set_image(image)  # cache hit: the predictor holds this image again
     reference = np.stack([_released_style(segmenter.predictor, p, image.shape[:2]) for p in PROMPTS])
     assert np.array_equal(batched, reference)
@@ -89,10 +98,16 @@ def test_padding_points_with_not_a_point_changes_the_mask(segmenter, image, batc
     """Why decoder batches share a point count: padding with label -1 is not neutral in SAM2."""
     segmenter.set_image(image)
     box = np.array([20, 10, 90, 80], np.float32)
-    plain, _, _ = segmenter.predictor.predict(np.array([[50, 40]], np.float32), np.array([1]), box,
-                                              multimask_output=False, return_logits=True)
-    padded, _, _ = segmenter.predictor.predict(np.array([[50, 40], [0, 0]], np.float32), np.array([1, -1]), box,
-                                               multimask_output=False, return_logits=True)
+    plain, _, _ = segmenter.predictor.predict(
+        np.array([[50, 40]], np.float32), np.array([1]), box, multimask_output=False, return_logits=True
+    )
+    padded, _, _ = segmenter.predictor.predict(
+        np.array([[50, 40], [0, 0]], np.float32),
+        np.array([1, -1]),
+        box,
+        multimask_output=False,
+        return_logits=True,
+    )
     assert np.abs(plain - padded).max() > 1e-3
 
 

@@ -70,15 +70,17 @@ def test_frame_sizes_give_expected_image_token_counts(vlm_dir, frame, tokens):
     assert int(grid.prod()) // 4 == tokens  # 2x2 merge
 
 
-def test_tokenizer_splits_digits_and_round_trips_the_grammar(vlm_dir):
+def test_tokenizer_makes_each_coordinate_one_token_and_round_trips_the_grammar(vlm_dir):
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(vlm_dir)
     text = "<think>a fish</think> <bbox>[12,304,56,1023]</bbox>, <points>[[35,50],[5,5]]</points>, <labels>[1,0]</labels>"
     ids = tok(text, add_special_tokens=False)["input_ids"]
     assert tok.decode(ids) == text
-    pieces = tok.convert_ids_to_tokens(tok("1023", add_special_tokens=False)["input_ids"])
-    assert pieces == ["1", "0", "2", "3"]
+    for text_piece, pieces in (("1023", ["1023"]), ("7", ["7"]), ("[12,304]", ["[", "12", ",", "304", "]"])):
+        assert tok.tokenize(text_piece) == pieces, text_piece
+    beyond = tok("20480", add_special_tokens=False)["input_ids"]  # past the number tokens: several pieces
+    assert len(beyond) > 1 and tok.decode(beyond) == "20480"
     for special in ["<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>", "<|image_pad|>",
                     "<|video_pad|>", "<|endoftext|>"]:
         assert len(tok(special, add_special_tokens=False)["input_ids"]) == 1, special

@@ -1,0 +1,83 @@
+"""Against `ray start --head` on 127.0.0.1 (token auth on, as Ray 2.60 sets it): `ray job submit -- segr1
+train` completes, and `segr1 scale` adds a rollout worker to the running job, which serves the current weights.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.e2e import runs
+
+pytestmark = [pytest.mark.slow, pytest.mark.ray]
+
+RAY = str(Path(sys.executable).with_name("ray"))
+
+
+@pytest.fixture(scope="module")
+def head(tmp_path_factory):
+    """A Ray head node of our own (its own temp dir and ports), stopped at the end."""
+    gcs, dash = runs.free_port(), runs.free_port()
+    temp_dir = Path("/tmp") / f"segr1-e2e-{gcs}"  # Ray's socket paths must stay short
+    args = [RAY, "start", "--head", "--block", f"--port={gcs}", "--node-ip-address=127.0.0.1",
+            "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}", "--num-cpus=6", "--include-dashboard=true",
+            f"--temp-dir={temp_dir}", f"--metrics-export-port={runs.free_port()}", "--disable-usage-stats"]
+    proc = subprocess.Popen(args, env=runs.env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        runs.wait_for(lambda: _dashboard_up(dash), timeout=120,
+                      what="the Ray dashboard (job server)", interval=1.0)
+        yield {"gcs": f"127.0.0.1:{gcs}", "dashboard": f"http://127.0.0.1:{dash}"}
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+def _dashboard_up(port: int) -> bool:
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/version", timeout=2):
+            return True
+    except OSError as e:  # 401 without a token still means the server is up
+        return "401" in str(e) or "403" in str(e)
+
+
+def test_job_submit_runs_training_and_scale_adds_a_rollout_worker(head, tmp_path):
+    name, steps = "submitted", 8
+    entry = runs.train_args(tmp_path, name, f"run.steps={steps}", "cluster.metrics_export_port=0",
+                            "checkpoint.every=0")
+    submit = subprocess.Popen([RAY, "job", "submit", "--address", head["dashboard"], "--", *entry],
+                              cwd=runs.ROOT, env=runs.env(RAY_AUTH_MODE="token"), stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True)
+    metrics = tmp_path / name / "metrics.jsonl"
+    try:
+        runs.wait_for(lambda: metrics.is_file() and len(runs.steps(metrics)) >= 2, timeout=300,
+                      what="two training steps of the submitted job")
+        scaled = runs.run([str(Path(sys.executable).with_name("segr1")), "scale", "--run", name, "--rollout", "2",
+                           "--address", head["gcs"]], timeout=120, RAY_AUTH_MODE="token")
+        assert "rollout workers -> 2" in scaled.stdout
+        out, _ = submit.communicate(timeout=420)
+    finally:
+        if submit.poll() is None:
+            submit.kill()
+    assert submit.returncode == 0, out[-6000:]
+    assert "succeeded" in out.lower()
+
+    rows = runs.steps(metrics)
+    assert [r["step"] for r in rows] == list(range(1, steps + 1))
+    sizes = [r["pool/rollout_workers"] for r in rows]
+    assert sizes[0] == 1 and sizes[-1] == 2, sizes
+    after = [r for r in rows if r["pool/rollout_workers"] == 2]
+    for row in after:  # every worker, the new one included, generated with the newest weights
+        served = row["rollout/worker_versions"]
+        assert len(served) == 2, served
+        assert set(served.values()) == {row["weights/version"] - 1}, json.dumps(row)

@@ -1,0 +1,133 @@
+"""Learner checkpoints on the tiny VLM: exact resume, layout, HF export, and clear errors for broken files.
+
+Exactness: 4 steps in one go and 2 steps, save, a NEW learner, load, 2 steps give bitwise-equal weights on CPU
+(Adam moments, lr schedule position, reference model and RNG all come back).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import torch
+
+from learner.actor import LearnerActor
+from learner.checkpoint import CheckpointError
+from learner.nccl_sync import free_port
+from learner_helpers import learner_config, make_items, make_sft_items, max_abs_diff
+
+OVERRIDES = ("learner.lr_schedule=linear", "learner.recompute_old_logp=true", "learner.zero_stage=1")
+
+
+@pytest.fixture(scope="module")
+def model_path(tmp_path_factory) -> str:
+    from rollout.tiny_model import ensure_tiny_vlm
+
+    return ensure_tiny_vlm(str(tmp_path_factory.mktemp("tiny") / "vlm"))
+
+
+@pytest.fixture(scope="module")
+def processor(model_path):
+    from transformers import AutoProcessor
+
+    return AutoProcessor.from_pretrained(model_path)
+
+
+def new_actor(model_path: str) -> LearnerActor:
+    return LearnerActor(learner_config(*OVERRIDES), model_path, 0, 1, "127.0.0.1", free_port())
+
+
+def run_steps(actor: LearnerActor, processor, steps: range) -> None:
+    for step in steps:
+        actor.train_step(make_items(processor, num_groups=2, seed=100 + step))  # new data every step
+
+
+@pytest.fixture(scope="module")
+def saved(model_path, processor, tmp_path_factory):
+    """A learner after warm start + 2 GRPO steps, its checkpoint, and the state it continues from."""
+    actor = new_actor(model_path)
+    actor.sft_step(make_sft_items(make_items(processor, num_groups=2, seed=7)))
+    actor.reset_reference()  # the checkpoint must carry a reference that differs from the model on disk
+    run_steps(actor, processor, range(2))
+    directory = tmp_path_factory.mktemp("run") / "checkpoints" / "step_2"
+    actor.save_checkpoint(str(directory), {"sampler": {"epoch": 1, "cursor": 17}, "step": 2})
+    return actor, directory
+
+
+def test_resume_is_bitwise_exact(saved, model_path, processor):
+    uninterrupted, directory = saved
+    resumed = new_actor(model_path)
+    extra = resumed.load_checkpoint(str(directory))
+    assert extra == {"sampler": {"epoch": 1, "cursor": 17}, "step": 2}
+    assert (resumed.step, resumed.version) == (uninterrupted.step, uninterrupted.version)
+    assert resumed.current_lr() == uninterrupted.current_lr() < 1e-3  # the linear decay position came back
+    before = resumed.full_state_dict()
+    run_steps(uninterrupted, processor, range(2, 4))
+    run_steps(resumed, processor, range(2, 4))
+    assert max_abs_diff(resumed.full_state_dict(), before) > 0  # the steps did something
+    assert max_abs_diff(resumed.full_state_dict(), uninterrupted.full_state_dict()) == 0.0
+
+
+def test_layout_and_rng_state(saved):
+    actor, directory = saved
+    names = {p.name for p in directory.iterdir()}
+    assert names == {"model.safetensors", "reference.safetensors", "optimizer.pt", "rng.pt", "state.json"}
+    assert not any(p.name.endswith(".tmp") for p in directory.parent.iterdir())  # staging was renamed away
+    state = json.loads((directory / "state.json").read_text())
+    assert (state["step"], state["world_size"], state["zero_stage"]) == (2, 1, 1)
+    rng = torch.load(directory / "rng.pt", weights_only=False)
+    torch.set_rng_state(rng["torch"])
+    expected = torch.rand(3)
+    torch.rand(5)  # move the generator on; loading must bring it back
+    from learner.checkpoint import load_torch, set_rng_state
+
+    set_rng_state(load_torch(directory / "rng.pt"))
+    assert torch.equal(torch.rand(3), expected)
+
+
+def test_policy_file_holds_hf_named_weights(saved):
+    from safetensors.torch import load_file
+
+    actor, directory = saved
+    weights = load_file(str(directory / "model.safetensors"))
+    assert "lm_head.weight" in weights and any(k.startswith("model.visual.") for k in weights)
+
+
+def test_export_hf_loads_with_transformers(saved, tmp_path):
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    actor, _ = saved
+    actor.export_hf(str(tmp_path / "hf"))
+    model = AutoModelForImageTextToText.from_pretrained(str(tmp_path / "hf"), dtype=torch.float32)
+    AutoProcessor.from_pretrained(str(tmp_path / "hf"))
+    assert max_abs_diff(model.state_dict(), actor.full_state_dict()) == 0.0
+
+
+@pytest.mark.parametrize("damage, message", [
+    ("delete:optimizer.pt", "missing file .*optimizer.pt"),
+    ("delete:state.json", "missing file .*state.json"),
+    ("truncate:model.safetensors", "corrupt checkpoint file .*model.safetensors"),
+    ("garble:state.json", "corrupt checkpoint file .*state.json"),
+    ("truncate:rng.pt", "corrupt checkpoint file .*rng.pt"),
+])
+def test_broken_checkpoint_names_the_file(saved, tmp_path, damage, message):
+    actor, directory = saved
+    broken = tmp_path / "step_2"
+    shutil.copytree(directory, broken)
+    action, name = damage.split(":")
+    path = broken / name
+    if action == "delete":
+        path.unlink()
+    elif action == "truncate":
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 3])
+    else:
+        path.write_text("{not json")
+    with pytest.raises(CheckpointError, match=message):
+        actor.load_checkpoint(str(broken))
+
+
+def test_missing_directory_is_named(saved, tmp_path):
+    actor, _ = saved
+    with pytest.raises(CheckpointError, match="checkpoint directory not found: .*nowhere"):
+        actor.load_checkpoint(str(tmp_path / "nowhere"))
