@@ -32,6 +32,8 @@ bench: install
 	$(PY) bench/reward_pool.py
 	$(PY) bench/weight_sync.py
 	$(PY) bench/pipeline.py
+	$(PY) bench/scheduling.py
+	$(PY) bench/rollout.py
 
 lint: install
 	$(VENV)/bin/ruff check segr1 rollout reward_server learner cluster tests bench

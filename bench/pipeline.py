@@ -101,6 +101,8 @@ def main() -> None:
                         help="supervised steps first, so completions follow the grammar as in training")
     parser.add_argument("--keep", type=Path, default=None, help="write the runs here and keep them")
     parser.add_argument("--timeout-s", type=float, default=900.0, help="per run")
+    parser.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES),
+                        help="run only these (the ratio needs both)")
     parser.add_argument("overrides", nargs="*", help="extra key=value overrides for both runs")
     args = parser.parse_args()
     if args.steps < 2:
@@ -110,7 +112,7 @@ def main() -> None:
         out_dir = (args.keep or Path(tmp)).resolve()
         out_dir.mkdir(parents=True, exist_ok=True)
         results = []
-        for mode in MODES:
+        for mode in args.modes:
             print(f"training {mode} ({args.steps} steps) ... {load_average()}", flush=True)
             results.append(train(mode, out_dir, args))
 
@@ -124,6 +126,8 @@ def main() -> None:
          for r in results],
     )
     print(f"load = 1-minute load average on {os.cpu_count()} cores; above the core count the runs share CPUs")
+    if len(results) < 2:
+        return
     sync, async_ = results
     print(f"async / sync samples/s: {async_.samples_per_s(True) / sync.samples_per_s(True):.2f}x "
           f"(all steps: {async_.samples_per_s(False) / sync.samples_per_s(False):.2f}x)")

@@ -73,7 +73,7 @@ def spawn(engine: str, model_path: str, args: argparse.Namespace) -> dict:
                "--seed", str(args.seed)]
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "PYTHONPATH": str(ROOT),
            "VLLM_ENABLE_V1_MULTIPROCESSING": "0", "TOKENIZERS_PARALLELISM": "false"}
-    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
+    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, check=False)
     results = [line[len(RESULT):] for line in done.stdout.splitlines() if line.startswith(RESULT)]
     if done.returncode != 0 or not results:
         tail = "\n".join((done.stderr or done.stdout).splitlines()[-15:])

