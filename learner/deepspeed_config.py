@@ -11,7 +11,8 @@ the micro-batch count per call and weights each micro-batch's loss itself (learn
 from __future__ import annotations
 
 import math
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from segr1.config import LearnerConfig
 

@@ -12,7 +12,8 @@ statistics are already all-reduced inside the ranks.
 
 from __future__ import annotations
 
-from typing import Any, Sequence, TypeVar
+from collections.abc import Sequence
+from typing import Any, TypeVar
 
 from learner.actor import LearnerActor
 from segr1.config import Config
@@ -44,7 +45,15 @@ def _rendezvous_address() -> tuple[str, int]:
     return ray.util.get_node_ip_address(), free_port()
 
 
+def _in_bundle(placement: Any, index: int) -> Any:
+    from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+    return PlacementGroupSchedulingStrategy(placement, placement_group_bundle_index=index)
+
+
 class LearnerGroup:
+    """Driver-side handle of `learner.num_ranks` LearnerActor ranks; same methods as one LearnerActor."""
+
     def __init__(self, cfg: Config, model_path: str, ready_timeout_s: float = 600.0) -> None:
         import ray
         from ray.util.placement_group import placement_group
@@ -119,7 +128,8 @@ class LearnerGroup:
         """A meeting point on rank 0's node: its IP and a port free there (torch.distributed or weight sync)."""
         import ray
 
-        task = ray.remote(_rendezvous_address).options(num_cpus=0, scheduling_strategy=_in_bundle(self._placement, 0))
+        task = ray.remote(_rendezvous_address).options(num_cpus=0,
+                                                       scheduling_strategy=_in_bundle(self._placement, 0))
         return ray.get(task.remote())
 
     def join_weight_sync_async(self, host: str, port: int, world_size: int, backend: str) -> list[Any]:
@@ -139,8 +149,3 @@ class LearnerGroup:
             ray.kill(actor)
         remove_placement_group(self._placement)
 
-
-def _in_bundle(placement: Any, index: int) -> Any:
-    from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
-
-    return PlacementGroupSchedulingStrategy(placement, placement_group_bundle_index=index)

@@ -8,7 +8,7 @@ differentiable and, with the paper's top_p = 1, it is the identity.)
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 

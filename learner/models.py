@@ -8,7 +8,7 @@ it shares storage with the embeddings: vLLM silently keeps a stale head otherwis
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator
+from collections.abc import Iterator
 
 import torch
 
@@ -50,7 +50,10 @@ def load_vlm(model_path: str, model_cfg: ModelConfig, dtype: torch.dtype, device
                 param.requires_grad_(False)
     if model_cfg.gradient_checkpointing:
         # non-reentrant checkpointing works with frozen inputs (a frozen vision tower) and with ZeRO-3 hooks
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5 name
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        else:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     model.train()
     return model
 

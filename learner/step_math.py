@@ -35,7 +35,7 @@ class LossWeights:
     world_size: int
 
     @classmethod
-    def build(cls, batches: list[MicroBatch], agg: str, world_size: int, device: torch.device) -> "LossWeights":
+    def build(cls, batches: list[MicroBatch], agg: str, world_size: int, device: torch.device) -> LossWeights:
         counts = torch.tensor([sum(mb.size for mb in batches), sum(float(mb.loss_mask.sum()) for mb in batches)],
                               dtype=torch.float64, device=device)
         _all_reduce(counts, world_size)

@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING
 
 import torch
 from transformers import (
+    AutoConfig,
+    AutoModelForCausalLM,
     AutoModelForImageTextToText,
     AutoProcessor,
     GenerationConfig,
@@ -24,7 +26,7 @@ from transformers import (
     TopPLogitsWarper,
 )
 
-from segr1.chat import encode_prompt, mm_token_type_ids, non_output_token_ids
+from segr1.chat import encode_prompt, mm_token_type_ids, non_output_token_ids, prompt_text
 from segr1.protocol import Completion, GenerationRequest, RolloutGroup, SamplingParams
 
 if TYPE_CHECKING:
@@ -103,8 +105,13 @@ class HFEngine:
         self.system_prompt = system_prompt or None
         self.max_batch_prompts = max_batch_prompts
         self.processor = AutoProcessor.from_pretrained(model_path)
-        self.tokenizer = self.processor.tokenizer
-        self.model = AutoModelForImageTextToText.from_pretrained(
+        self.tokenizer = getattr(self.processor, "tokenizer", self.processor)  # text-only: a bare tokenizer
+        # A text-only checkpoint (the text twin bench/rollout.py also runs on vLLM) loads as a causal LM. Its
+        # prompt is the same chat text with the image placeholder kept as ordinary tokens; the image only sets
+        # the frame size.
+        self.multimodal = hasattr(AutoConfig.from_pretrained(model_path), "vision_config")
+        model_class = AutoModelForImageTextToText if self.multimodal else AutoModelForCausalLM
+        self.model = model_class.from_pretrained(
             model_path, dtype=resolve_dtype(dtype, device), attn_implementation=attn_implementation
         ).to(device).eval()
         eos = self.model.generation_config.eos_token_id
@@ -114,7 +121,7 @@ class HFEngine:
         self.masked_ids = sorted(set(non_output_token_ids(self.tokenizer)) - set(self.stop_ids))
         # Sampling is defined only by SamplingParams: drop the checkpoint's own defaults (e.g. repetition penalty).
         self.model.generation_config = GenerationConfig(eos_token_id=self.stop_ids, pad_token_id=self.pad_id)
-        self.image_token_id = self.model.config.image_token_id
+        self.image_token_id = getattr(self.model.config, "image_token_id", None)
         self._version = 0
 
     @classmethod
@@ -135,6 +142,9 @@ class HFEngine:
         height, width = request.image.shape[:2]
         if height != width:
             raise ValueError(f"request {request.request_id}: image must be a square frame, got {height}x{width}")
+        if not self.multimodal:
+            text = prompt_text(self.processor, request.instruction, width, self.system_prompt)
+            return self.tokenizer(text, add_special_tokens=False)["input_ids"], {}
         return encode_prompt(self.processor, request.image, request.instruction, width, self.system_prompt)
 
     @torch.inference_mode()
@@ -167,8 +177,15 @@ class HFEngine:
         n = sampling.n
         rows = [prompt_ids for prompt_ids, _ in encoded for _ in range(n)]  # request-major: r0s0, r0s1, ...
         input_ids, attention_mask = left_pad(rows, self.pad_id)  # [B*n, T]
-        pixel_values = torch.cat([v["pixel_values"] for _, v in encoded for _ in range(n)])  # [sum P, D]
-        grid_thw = torch.cat([v["image_grid_thw"] for _, v in encoded for _ in range(n)])  # [B*n, 3]
+        vision = {}
+        if self.multimodal:
+            pixel_values = torch.cat([v["pixel_values"] for _, v in encoded for _ in range(n)])  # [sum P, D]
+            grid_thw = torch.cat([v["image_grid_thw"] for _, v in encoded for _ in range(n)])  # [B*n, 3]
+            vision = {
+                "mm_token_type_ids": mm_token_type_ids(input_ids, self.image_token_id).to(self.device),
+                "pixel_values": pixel_values.to(self.device, self.model.dtype),
+                "image_grid_thw": grid_thw.to(self.device),
+            }
         config = GenerationConfig(
             do_sample=sampling.temperature > 0, max_new_tokens=sampling.max_new_tokens, temperature=1.0,
             top_p=1.0, top_k=0, eos_token_id=self.stop_ids, pad_token_id=self.pad_id,
@@ -178,9 +195,7 @@ class HFEngine:
         out = self.model.generate(
             input_ids=input_ids.to(self.device),
             attention_mask=attention_mask.to(self.device),
-            mm_token_type_ids=mm_token_type_ids(input_ids, self.image_token_id).to(self.device),
-            pixel_values=pixel_values.to(self.device, self.model.dtype),
-            image_grid_thw=grid_thw.to(self.device),
+            **vision,
             generation_config=config,
             logits_processor=processors,
         )

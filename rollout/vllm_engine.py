@@ -18,7 +18,10 @@ Choices that keep it in step with the HF engine and the learner:
 - The special tokens of segr1.chat.non_output_token_ids are masked out of sampling (allowed_token_ids = the
   rest of the model's vocabulary), as the HF engine and the learner mask them.
 - Text is decoded here with the HF tokenizer (skip_special_tokens=True), the HF engine's rule, not by vLLM.
-- A weight update clears the prefix cache: cached KV blocks were computed with the old weights.
+- Weight updates are checked before anything is sent (rollout.vllm_update_rules: names, shapes, whole layers,
+  the tied head), versions never go backwards, and each update clears the prefix cache: cached KV blocks
+  were computed with the old weights. The GPU transport (join_weight_sync / receive_weights) receives the
+  learner's broadcast inside vLLM's workers (rollout.vllm_weight_loader).
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from rollout import vllm_weight_loader as worker_side
+from rollout.vllm_update_rules import UpdateRules
 from segr1.chat import non_output_token_ids, prompt_text
 from segr1.protocol import Completion, GenerationRequest, RolloutGroup, SamplingParams
 
@@ -38,40 +42,8 @@ if TYPE_CHECKING:
 
     from segr1.config import Config
 
-LM_HEAD, EMBED = "lm_head.weight", "model.embed_tokens.weight"
-
-
 def has_image(request: GenerationRequest) -> bool:
     return request.image is not None and np.asarray(request.image).size > 0
-
-
-def with_tied_lm_head(items: list[tuple[str, torch.Tensor]], tied: bool) -> list[tuple[str, torch.Tensor]]:
-    """Add lm_head.weight = the embeddings when a tied model's parameters come without it.
-
-    `named_parameters()` of a tied HF model lists the shared matrix once, as the embedding; vLLM still needs
-    `lm_head.weight` by name, and without it keeps the OLD head and returns silently wrong log-probs.
-    """
-    names = {name for name, _ in items}
-    if not tied or LM_HEAD in names or EMBED not in names:
-        return items
-    return [*items, (LM_HEAD, dict(items)[EMBED])]
-
-
-def checkpoint_shapes(model_path: str) -> dict[str, tuple[int, ...]]:
-    """HF tensor names and shapes of the checkpoint in `model_path` (from the safetensors headers only)."""
-    from pathlib import Path
-
-    from safetensors import safe_open
-
-    files = sorted(Path(model_path).glob("*.safetensors"))
-    if not files:
-        raise FileNotFoundError(f"{model_path}: no *.safetensors weights to validate weight updates against")
-    shapes: dict[str, tuple[int, ...]] = {}
-    for file in files:
-        with safe_open(str(file), framework="pt") as f:
-            for name in f.keys():  # noqa: SIM118 (a safetensors handle, not a dict)
-                shapes[name] = tuple(f.get_slice(name).get_shape())
-    return shapes
 
 
 def _default_runtime_env() -> None:
@@ -130,11 +102,10 @@ class VLLMEngine:
         self.frame_size = frame_size
         self.sleep_enabled = enable_sleep_mode
         self.in_process = os.environ.get("VLLM_ENABLE_V1_MULTIPROCESSING") == "0"
-        hf_config = model_config.hf_config
-        self.tied = bool(getattr(getattr(hf_config, "text_config", hf_config), "tie_word_embeddings", False))
-        self.shapes = checkpoint_shapes(model_path)
-        if self.tied:
-            self.shapes.setdefault(LM_HEAD, self.shapes[EMBED])
+        text_config = model_config.hf_config.get_text_config()
+        fused = self.llm.collective_rpc(worker_side.fused_layers)[0]
+        tied = bool(getattr(text_config, "tie_word_embeddings", False))
+        self.update_rules = UpdateRules.for_checkpoint(model_path, fused, tied)
         self.stop_ids = self._stop_ids(model_path)
         masked = set(non_output_token_ids(self.tokenizer)) - set(self.stop_ids)
         self.allowed_ids = [i for i in range(model_config.get_vocab_size()) if i not in masked]
@@ -223,22 +194,16 @@ class VLLMEngine:
 
     # ------------------------------------------------------------------------------------------- weights
     def update_weights(self, named_tensors: Iterable[tuple[str, torch.Tensor]], version: int) -> None:
-        """Load HF-named tensors in place (a subset is fine); all are checked before any is loaded."""
+        """Load HF-named tensors in place (whole layers; a subset of the layers is fine); all are checked
+        (rollout.vllm_update_rules) before any is sent."""
         if version < self._version:
             raise ValueError(
                 f"update_weights: version {version} is older than the loaded version {self._version}"
             )
-        items = with_tied_lm_head(list(named_tensors), self.tied)
-        unknown = [name for name, _ in items if name not in self.shapes]
-        mismatched = [
-            f"{name}: got {tuple(t.shape)}, model has {self.shapes[name]}"
-            for name, t in items if name in self.shapes and tuple(t.shape) != self.shapes[name]
-        ]
-        if unknown or mismatched:
-            raise ValueError(
-                f"update_weights(version={version}): {len(unknown)} unknown name(s) {unknown[:5]}, "
-                f"{len(mismatched)} shape mismatch(es) {mismatched[:5]}"
-            )
+        try:
+            items = self.update_rules.prepare(named_tensors)
+        except ValueError as e:
+            raise ValueError(f"update_weights(version={version}): {e}") from None
         payload: list[Any] = items
         if not self.in_process:  # tensors do not survive the trip to the engine-core and worker processes
             from segr1.weights import pack_buckets

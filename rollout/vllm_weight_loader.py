@@ -8,8 +8,9 @@ exactly what the learner's model reports; vLLM's loader maps them onto its fused
 qkv_proj, gate/up into one gate_up_proj). Loading goes through the worker's `reload_weights`, not the model's
 `load_weights`: the reload path first restores the loader hooks the parameters lose after start-up (calling
 `load_weights` directly fails with "'Parameter' object has no attribute 'weight_loader'"). A subset of the
-weights is fine at layer granularity: layers that receive nothing keep their weights, but a fused layer must
-receive all its parts (q, k and v together).
+weights is fine layer by layer: a vLLM layer that receives nothing keeps its weights, but one that receives
+only some of its tensors (q_proj without k_proj and v_proj, a weight without its bias) is rebuilt with garbage
+in the rest (NaN log-probs), so the engine refuses such updates before sending them.
 
 Two payload forms, both handled by `load_weights`:
 - a list of (name, tensor) pairs: the engine core runs in-process (VLLM_ENABLE_V1_MULTIPROCESSING=0, the CPU
@@ -61,6 +62,12 @@ def from_wire(wire: list[WireBucket]) -> Iterable[tuple[str, torch.Tensor]]:
 
 def is_wire(payload: list[Any]) -> bool:
     return bool(payload) and isinstance(payload[0][0], dict) and isinstance(payload[0][1], bytes)
+
+
+def fused_layers(worker: Any) -> dict[str, list[str]]:
+    """vLLM's fused layers and the checkpoint layers each holds, e.g. qkv_proj -> [q_proj, k_proj, v_proj]."""
+    model = worker.model_runner.get_model()
+    return {fused: list(parts) for fused, parts in getattr(model, "packed_modules_mapping", {}).items()}
 
 
 def load_weights(worker: Any, payload: list[tuple[str, torch.Tensor]] | list[WireBucket]) -> int:

@@ -11,13 +11,17 @@ memory, and `unpack_bucket` turns it into tensor views without copying again. Th
         params[name].copy_(tensor)
 
 Each tensor starts at a multiple of ALIGN bytes, so every view is aligned for its dtype (bf16 stays bf16).
+
+The collective transport lives here too, because both sides need it: `WeightSyncGroup` (learner rank 0 plus the
+rollout workers, NCCL on GPUs, gloo on CPU) and the receiver's `receive_weights`; the sender is
+learner.nccl_sync.send_weights.
 """
 
 from __future__ import annotations
 
 import warnings
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Iterable, Iterator
 
 import numpy as np
 import torch

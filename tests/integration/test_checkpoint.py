@@ -11,11 +11,11 @@ import shutil
 
 import pytest
 import torch
+from learner_helpers import learner_config, make_items, make_sft_items, max_abs_diff
 
 from learner.actor import LearnerActor
 from learner.checkpoint import CheckpointError
 from learner.nccl_sync import free_port
-from learner_helpers import learner_config, make_items, make_sft_items, max_abs_diff
 
 OVERRIDES = ("learner.lr_schedule=linear", "learner.recompute_old_logp=true", "learner.zero_stage=1")
 
@@ -70,7 +70,7 @@ def test_resume_is_bitwise_exact(saved, model_path, processor):
 
 
 def test_layout_and_rng_state(saved):
-    actor, directory = saved
+    _, directory = saved
     names = {p.name for p in directory.iterdir()}
     assert names == {"model.safetensors", "reference.safetensors", "optimizer.pt", "rng.pt", "state.json"}
     assert not any(p.name.endswith(".tmp") for p in directory.parent.iterdir())  # staging was renamed away
@@ -91,6 +91,7 @@ def test_policy_file_holds_hf_named_weights(saved):
 
     actor, directory = saved
     weights = load_file(str(directory / "model.safetensors"))
+    assert weights.keys() == actor.full_state_dict().keys()  # the HF model's own state_dict names
     assert "lm_head.weight" in weights and any(k.startswith("model.visual.") for k in weights)
 
 

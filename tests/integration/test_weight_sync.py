@@ -1,23 +1,23 @@
-"""Weight broadcast from a DeepSpeed learner to two real RolloutWorker Ray actors (HF engine, tiny VLM).
+"""Weight broadcast from a DeepSpeed learner (LearnerGroup, a Ray actor) to two real RolloutWorker Ray actors
+(HF engine, tiny VLM).
 
-- object store: one put per bucket, both workers get bit-identical tensors, and afterwards the engine's sampling
-  log-probs equal the learner's teacher-forced log-probs (before the sync they do not: the learner trained);
-- collective transport: the same protocol over a gloo group (the code path NCCL takes on GPUs) is bit-identical.
+- object store: one put per bucket, both workers end up with bit-identical weights, and afterwards the engine's
+  sampling log-probs equal the learner's teacher-forced log-probs (before the sync they do not: it trained);
+- collective transport: the same through learner.nccl_sync.connect/broadcast over a gloo group (the code path
+  NCCL takes on GPUs) is bit-identical too.
 """
 
 from __future__ import annotations
 
 import pytest
 import torch
+from learner_helpers import learner_config, make_items, max_abs_diff, with_logprobs
 
-from learner.actor import LearnerActor
-from learner.nccl_sync import free_port
-from learner_helpers import learner_config, make_items, with_logprobs
 from segr1.protocol import GenerationRequest, SamplingParams, TrainItem
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
-OVERRIDES = ("learner.lr=1e-2", "learner.sync.bucket_mb=1", "rollout.num_cpus=1", "model.dtype=float32")
+OVERRIDES = ("learner.lr=1e-2", "learner.sync.bucket_mb=1", "rollout.num_cpus=1", "learner.num_cpus=1")
 
 
 def engine_weights(worker) -> dict[str, torch.Tensor]:
@@ -27,17 +27,12 @@ def engine_weights(worker) -> dict[str, torch.Tensor]:
         lambda self: {k: v.detach().clone() for k, v in self.engine.model.state_dict().items()}))
 
 
-def trainable(learner: LearnerActor) -> dict[str, torch.Tensor]:
-    from learner.models import trainable_weights
-
-    return {name: p.detach().clone() for name, p in trainable_weights(learner.engine.module)}
-
-
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     import ray
     from transformers import AutoProcessor
 
+    from learner.group import LearnerGroup
     from rollout.tiny_model import ensure_tiny_vlm
     from rollout.worker import RolloutWorker
 
@@ -46,7 +41,7 @@ def setup(tmp_path_factory):
     ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)
     Worker = ray.remote(RolloutWorker).options(num_cpus=1)
     workers = [Worker.remote(cfg, model_path, f"rollout-{i}") for i in range(2)]
-    learner = LearnerActor(cfg, model_path, 0, 1, "127.0.0.1", free_port())
+    learner = LearnerGroup(cfg, model_path)
     processor = AutoProcessor.from_pretrained(model_path)
     items = make_items(processor, num_groups=2)
     learner.train_step(with_logprobs(items, learner.logprobs(items)))  # weights now differ from the disk copy
@@ -54,7 +49,7 @@ def setup(tmp_path_factory):
     ray.shutdown()
 
 
-def sample_and_score(learner: LearnerActor, worker, processor) -> tuple[list[float], list[float]]:
+def sample_and_score(learner, worker, processor) -> tuple[list[float], list[float]]:
     """Completions sampled by the worker, with its log-probs and the learner's teacher-forced ones."""
     import ray
 
@@ -78,12 +73,9 @@ def test_object_store_broadcast_is_bit_identical_and_logprobs_match(setup):
     version, refs = learner.publish_weights()
     assert version == 1 and len(refs) > 1  # 1 MB buckets: the tiny model spans several
     assert ray.get([w.update_weights.remote(refs, version) for w in workers]) == [version, version]
-    sent = trainable(learner)
-    assert "lm_head.weight" in sent
+    sent = learner.full_state_dict()
     for worker in workers:
-        received = engine_weights(worker)
-        for name, tensor in sent.items():
-            assert torch.equal(received[name], tensor), name
+        assert max_abs_diff(engine_weights(worker), sent) == 0.0
 
     engine_lp, learner_lp = sample_and_score(learner, workers[1], processor)
     assert engine_lp == pytest.approx(learner_lp, abs=1e-4)
@@ -92,18 +84,15 @@ def test_object_store_broadcast_is_bit_identical_and_logprobs_match(setup):
 def test_collective_broadcast_over_gloo_is_bit_identical(setup):
     import ray
 
+    from learner import nccl_sync
+
     learner, workers, processor = setup
     items = make_items(processor, 2, seed=9)
     learner.train_step(with_logprobs(items, learner.logprobs(items)))  # new weights the workers have not seen
-    host, port = "127.0.0.1", free_port()
-    joins = [w.join_weight_sync.remote(host, port, rank, 3, "gloo") for rank, w in enumerate(workers, start=1)]
-    learner.join_weight_sync(host, port, 3, "gloo")  # group rank 0; returns once every member connected
-    ray.get(joins)
-    receives = [w.receive_weights.remote() for w in workers]
-    version = learner.broadcast_weights()
-    assert ray.get(receives) == [version, version] and version == learner.weights_version()
-    sent = trainable(learner)
+    nccl_sync.connect(learner, workers, backend="gloo")
+    version = nccl_sync.broadcast(learner, workers)
+    assert version == learner.weights_version() == 2
+    assert ray.get([w.weights_version.remote() for w in workers]) == [version, version]
+    sent = learner.full_state_dict()
     for worker in workers:
-        received = engine_weights(worker)
-        for name, tensor in sent.items():
-            assert torch.equal(received[name], tensor), name
+        assert max_abs_diff(engine_weights(worker), sent) == 0.0

@@ -86,7 +86,7 @@ def test_weighted_micro_batch_losses_equal_the_full_batch_loss(agg):
     old = logp - 0.1 * torch.rand(logp.shape, generator=g)
     ref = logp + 0.2 * torch.rand(logp.shape, generator=g)
     adv = torch.randn(len(items), generator=g)
-    kwargs = dict(clip_low=0.2, clip_high=0.28, beta=0.04, kl="k3", agg=agg, max_len=16)
+    kwargs = {"clip_low": 0.2, "clip_high": 0.28, "beta": 0.04, "kl": "k3", "agg": agg, "max_len": 16}
     want, _ = policy_loss(logp, old, ref, adv, full.loss_mask, **kwargs)
     batches = micro_batches(records, 2, [EOS], PAD)
     plan = LossWeights.build(batches, agg, world_size=1, device=torch.device("cpu"))

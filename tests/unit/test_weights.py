@@ -6,7 +6,15 @@ import numpy as np
 import pytest
 import torch
 
-from segr1.weights import ALIGN, BucketLayout, WeightBucket, pack_buckets, plan_layouts, unpack_bucket, unpack_buckets
+from segr1.weights import (
+    ALIGN,
+    BucketLayout,
+    WeightBucket,
+    pack_buckets,
+    plan_layouts,
+    unpack_bucket,
+    unpack_buckets,
+)
 
 
 def _tensors() -> list[tuple[str, torch.Tensor]]:
@@ -54,7 +62,7 @@ def test_tensor_larger_than_a_bucket_gets_its_own_bucket_and_offsets_are_aligned
 def test_unpack_is_zero_copy_and_version_is_carried():
     bucket = pack_buckets([("w", torch.arange(6.0).reshape(2, 3))], bucket_bytes=1 << 20, version=9)[0]
     assert bucket.version == 9 and bucket.buffer.dtype == np.uint8
-    (name, view), = list(unpack_bucket(bucket))
+    ((_, view),) = list(unpack_bucket(bucket))
     start = bucket.buffer.__array_interface__["data"][0]
     assert view.data_ptr() == start  # a view of the bucket's memory, not a copy
     bucket.buffer[:4] = np.frombuffer(np.float32(42.0).tobytes(), dtype=np.uint8)
@@ -64,7 +72,7 @@ def test_unpack_is_zero_copy_and_version_is_carried():
 def test_read_only_buffer_unpacks():
     bucket = pack_buckets([("w", torch.ones(4, dtype=torch.bfloat16))], bucket_bytes=64, version=1)[0]
     bucket.buffer.setflags(write=False)  # what a buffer fetched from the object store looks like
-    (_, view), = list(unpack_bucket(bucket))
+    ((_, view),) = list(unpack_bucket(bucket))
     assert view.dtype == torch.bfloat16 and torch.equal(view, torch.ones(4, dtype=torch.bfloat16))
 
 

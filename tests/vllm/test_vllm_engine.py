@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import torch
 
-from rollout.vllm_engine import EMBED, LM_HEAD, with_tied_lm_head
+from rollout.vllm_update_rules import EMBED, LM_HEAD, with_tied_lm_head
 from segr1.chat import non_output_token_ids, prompt_text
 from segr1.protocol import GenerationRequest, RolloutGroup, SamplingParams
 
@@ -50,8 +50,12 @@ def max_logprob_gap(groups: list[RolloutGroup], model, masked: list[int], temper
     for g in groups:
         for c in g.completions:
             reference = hf_logprobs(model, g.prompt_ids, c.token_ids, masked, temperature, top_p)
-            gaps.append((reference - torch.tensor(c.logprobs)).abs().max().item())
-    return max(gaps)
+            gaps.append((reference - torch.tensor(c.logprobs)).abs())
+    return torch.cat(gaps).max().item()  # torch's max keeps a NaN (Python's max may drop it)
+
+
+def all_tokens(groups: list[RolloutGroup]) -> list[list[int]]:
+    return [c.token_ids for g in groups for c in g.completions]
 
 
 def masked_ids(engine) -> list[int]:
@@ -80,6 +84,18 @@ def test_n_sampling_shapes_prompts_and_decoding(engine) -> None:
             assert c.text == engine.tokenizer.decode(c.token_ids, skip_special_tokens=True)
     assert f"{engine.frame_size}x{engine.frame_size}" in engine.tokenizer.decode(groups[0].prompt_ids)
     assert "112x112" in engine.tokenizer.decode(groups[2].prompt_ids)
+
+
+def test_the_hf_engine_sees_the_same_prompt(engine, twin_dirs) -> None:
+    """Both engines hand the learner identical prompt ids for one request (text twin, 112 px frame)."""
+    from rollout.hf_engine import HFEngine
+
+    hf_engine = HFEngine(twin_dirs[0], device="cpu", dtype="float32")
+    request = [GenerationRequest("same", np.zeros((112, 112, 3), dtype=np.uint8), "Find it.")]
+    sampling = SamplingParams(n=2, max_new_tokens=4, seed=0)
+    hf_group, vllm_group = hf_engine.generate(request, sampling)[0], engine.generate(request, sampling)[0]
+    assert hf_group.prompt_ids == vllm_group.prompt_ids
+    assert "112x112" in engine.tokenizer.decode(vllm_group.prompt_ids)
 
 
 def test_seed_reproduces_samples_and_the_n_samples_differ(engine) -> None:
@@ -120,10 +136,7 @@ def test_update_weights_in_place_changes_outputs_and_logprobs(engine, hf_models)
     after = engine.generate(requests(), sampling)  # same prompts: a stale prefix cache would show here
 
     assert engine.weights_version == version and all(g.weights_version == version for g in after)
-    def tokens(groups: list[RolloutGroup]) -> list[list[int]]:
-        return [c.token_ids for g in groups for c in g.completions]
-
-    assert tokens(before) != tokens(after)
+    assert all_tokens(before) != all_tokens(after)
     assert max_logprob_gap(after, hf_models[1], masked_ids(engine)) <= LOGPROB_ATOL
     assert max_logprob_gap(after, hf_models[0], masked_ids(engine)) > 0.1
 
@@ -151,6 +164,9 @@ def test_update_weights_rejects_bad_tensors_and_old_versions(engine, hf_models) 
     with pytest.raises(ValueError, match=r"shape mismatch.*model.norm.weight: got \(7,\)"):
         bad = [("model.norm.weight", torch.zeros(7)), (EMBED, good[EMBED])]
         engine.update_weights(bad, version=version + 1)
+    gate = "model.layers.0.mlp.gate_proj.weight"  # alone: the up half of vLLM's gate_up_proj = garbage
+    with pytest.raises(ValueError, match=r"missing from partly updated layers.*layers.0.mlp.up_proj.weight"):
+        engine.update_weights([(gate, good[gate])], version=version + 1)
     with pytest.raises(ValueError, match="older than the loaded version"):
         engine.update_weights(good.items(), version=version - 1)
     assert engine.weights_version == version
