@@ -170,6 +170,7 @@ class Controller:
             if (i + 1) % 10 == 0 or i + 1 == ws.steps:
                 self._log({"warm_start/step": i + 1, **stats})
         self.pools.learner.reset_reference()  # the RL stage's reference is its own starting point
+        self.pools.learner.reset_optimizer()  # and its Adam moments start fresh
         self._broadcast()
 
     def _evaluate(self, tag: str) -> dict[str, float]:

@@ -154,6 +154,13 @@ class LearnerActor:
                     out[i][j] = logp[row, : int(mb.completion_lengths[row])].cpu().tolist()
         return out
 
+    def reset_optimizer(self) -> None:
+        """Forget Adam's moment estimates (a new stage starts here): the warm start's cross-entropy gradients
+        are no guide to the scale or direction of the policy gradient that follows."""
+        optimizer = self.engine.optimizer
+        inner = getattr(optimizer, "optimizer", optimizer)  # ZeRO wraps the torch optimizer
+        inner.state.clear()  # torch optimizers rebuild their state lazily at the next step
+
     def reset_reference(self) -> None:
         """Make the current policy the reference (a new stage starts here, e.g. after the warm start)."""
         if self.reference is None:

@@ -104,6 +104,9 @@ class LearnerGroup:
     def reset_reference(self) -> None:
         self._all("reset_reference")
 
+    def reset_optimizer(self) -> None:
+        self._all("reset_optimizer")
+
     def weights_version(self) -> int:
         import ray
 
