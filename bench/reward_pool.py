@@ -3,7 +3,8 @@
 Both score the same 4 synthetic images x G=8 completions with random-weight SAM2 hiera_t on the CPU:
 - pool: a RewardPool actor encodes each image once and decodes all completions' boxes in batched calls;
 - released style: one `set_image` (a full encoder pass) per completion and per box, then one `predict`.
-It checks that both give the same masks, prints the speed-up (goal: >= 0.7 * G) and GrabCut's masks/s.
+It checks that both give the same masks, prints the speed-up (goal: >= 0.7 * G) and GrabCut's masks/s at
+this frame and at the embedded CPU default's (configs/local_cpu.yaml).
 Not a test: it takes a few minutes on two cores.
 
     .venv/bin/python bench/reward_pool.py [--images 4] [--group-size 8] [--frame 384]
@@ -26,6 +27,7 @@ from segr1.config import Config, load_config
 from segr1.data.synth import synth_sample
 from segr1.protocol import RewardRequest
 
+LOCAL_CPU = "configs/local_cpu.yaml"  # the embedded default: its frame is where GrabCut runs in `make train`
 SAM2_TINY = [
     "reward.segmenter=sam2",
     "reward.sam2.model_cfg=configs/sam2.1/sam2.1_hiera_t.yaml",
@@ -114,6 +116,8 @@ def main() -> None:
         pool_masks, pool_s, pool_stats = pool_run(sam2_cfg, requests)
         grabcut_cfg = load_config(overrides=["reward.segmenter=grabcut", "reward.num_cpus=2"])
         _, grabcut_s, _ = pool_run(grabcut_cfg, requests)
+        default_frame = load_config(LOCAL_CPU).data.frame_size
+        _, grabcut_small_s, _ = pool_run(grabcut_cfg, make_requests(args.images, group, default_frame))
     finally:
         ray.shutdown()
     released_masks, released_s, encodes = released_style(sam2_cfg, requests)
@@ -133,7 +137,8 @@ def main() -> None:
         f"speed-up      : {ratio:.2f}x  (goal >= 0.7 * G = {0.7 * group:.1f}: {'met' if ratio >= 0.7 * group else 'NOT met'})"
     )
     print(
-        f"grabcut pool  : {completions / grabcut_s:7.1f} masks/s  ({completions} masks in {grabcut_s:.2f} s)"
+        f"grabcut pool  : {completions / grabcut_s:7.1f} masks/s  ({completions} masks in {grabcut_s:.2f} s, "
+        f"frame {args.frame}); {completions / grabcut_small_s:.1f} masks/s at frame {default_frame}"
     )
 
 

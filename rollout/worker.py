@@ -34,6 +34,7 @@ class RolloutWorker:
         self.worker_id = worker_id
         self.engine: Engine = build_engine(cfg, model_path)
         self._sync_group: WeightSyncGroup | None = None
+        self._engine_syncs = False  # True when the engine joined the weight-sync group itself (vLLM)
         self._counters = {"requests": 0, "completions": 0, "tokens": 0, "generate_s": 0.0, "updates": 0,
                           "update_s": 0.0}
 
@@ -66,22 +67,35 @@ class RolloutWorker:
         return self.engine.weights_version
 
     def join_weight_sync(self, host: str, port: int, rank: int, world_size: int, backend: str) -> None:
-        """Join the collective group of the learner's rank 0 (group rank 0) and the workers (ranks 1..N)."""
+        """Join the collective group of the learner's rank 0 (group rank 0) and the workers (ranks 1..N).
+
+        An engine with its own sync (vLLM) joins from inside its GPU workers, so the weights land on their
+        devices without a hop through this process (tensor parallelism 1: one group rank per worker)."""
         self.leave_weight_sync()
+        if hasattr(self.engine, "join_weight_sync"):
+            self.engine.join_weight_sync(host, port, rank, world_size, backend)
+            self._engine_syncs = True
+            return
         self._sync_group = WeightSyncGroup(host, port, rank, world_size, backend=backend)
 
     def receive_weights(self) -> int:
         """Receive one collective broadcast (runs while the learner calls send_weights). Returns the version."""
-        if self._sync_group is None:
-            raise RuntimeError(f"{self.worker_id}: receive_weights before join_weight_sync")
         start = time.perf_counter()
-        version, tensors = receive_weights(self._sync_group)
-        self.engine.update_weights(tensors, version)
+        if self._engine_syncs:
+            self.engine.receive_weights()
+        elif self._sync_group is None:
+            raise RuntimeError(f"{self.worker_id}: receive_weights before join_weight_sync")
+        else:
+            version, tensors = receive_weights(self._sync_group)
+            self.engine.update_weights(tensors, version)
         self._counters["updates"] += 1
         self._counters["update_s"] += time.perf_counter() - start
         return self.engine.weights_version
 
     def leave_weight_sync(self) -> None:
+        if self._engine_syncs:
+            self.engine.leave_weight_sync()
+        self._engine_syncs = False
         self._sync_group = None  # dropping the group closes its connections
 
     def weights_version(self) -> int:
