@@ -20,6 +20,7 @@ from segr1.data.dataset import SegDataset
 from segr1.protocol import GroupReward, RolloutGroup, Sample, SamplingParams
 
 GREEDY_N = 1
+G_EVAL = 4  # sampled completions per held-out image: the expected IoU of the policy, not only of its mode
 
 
 def greedy(cfg: Config) -> SamplingParams:
@@ -34,14 +35,21 @@ class Evaluator:
         self.indices = list(range(n))
 
     def run(self, pools: Any, step: int, log: Any, tag: str) -> dict[str, float]:
+        """Greedy decoding (eval/*) and the policy's own sampling (eval/*_sampled, G_EVAL completions each)."""
         samples = [self.data.load(i) for i in self.indices]
-        groups = pools.rollout.generate(records.generation_requests(samples), greedy(self.cfg))
+        requests = records.generation_requests(samples)
+        groups = pools.rollout.generate(requests, greedy(self.cfg))
         rewards = pools.reward.score(records.reward_requests(samples, groups, return_masks=True))
-        step_metrics = records.reward_metrics(rewards)
-        metrics = {"eval/reward": step_metrics["reward/mean"], "eval/format": step_metrics["reward/format"],
-                   "eval/iou": step_metrics["reward/iou"], "eval/s_measure": step_metrics["reward/s_measure"]}
+        metrics = _eval_metrics(rewards, suffix="")
+        sampled = pools.rollout.generate(requests, self._sampling(step))
+        metrics.update(_eval_metrics(pools.reward.score(records.reward_requests(samples, sampled)), "_sampled"))
         self._overlays(step, samples[:4], groups[:4], rewards[:4], log, prefix=f"eval_{tag}")
         return metrics
+
+    def _sampling(self, step: int) -> SamplingParams:
+        r = self.cfg.rollout
+        return SamplingParams(n=G_EVAL, temperature=r.temperature, top_p=r.top_p, max_new_tokens=r.max_new_tokens,
+                              seed=self.cfg.run.seed * 7919 + step)  # the same draws for a resumed run
 
     def save_overlays(self, step: int, samples: list[Sample], groups: list[RolloutGroup], pools: Any,
                       log: Any) -> None:
@@ -65,6 +73,12 @@ class Evaluator:
             images.append((f"{prefix}_{sample.sample_id}", image))
         if images:
             log.log_overlays(step, images)
+
+
+def _eval_metrics(rewards: list[GroupReward], suffix: str) -> dict[str, float]:
+    means = records.reward_metrics(rewards)
+    return {f"eval/reward{suffix}": means["reward/mean"], f"eval/format{suffix}": means["reward/format"],
+            f"eval/iou{suffix}": means["reward/iou"], f"eval/s_measure{suffix}": means["reward/s_measure"]}
 
 
 def _try_parse(text: str, frame: int, cfg: Config):

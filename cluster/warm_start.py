@@ -27,13 +27,12 @@ _THOUGHTS = (
 def random_prompt(frame: int, rng: np.random.Generator) -> SegPrompt:
     """A well-formed prompt with a random box and 1-2 positive points inside it, independent of the image.
 
-    The near corner is drawn from (F/8, F/2) and the far corner from (F/2, 7F/8), so every target is a valid
-    box (x1 < x2, y1 < y2) without the model first having to learn to compare numbers, and the boxes are of
-    middling size around the centre: a prior that knows nothing about where the object is.
+    The near corner is drawn from the first half of the frame and the far corner from the second, so every
+    target is a valid box (x1 < x2, y1 < y2) without the model first having to learn to compare numbers.
     """
-    lo, half, hi = frame // 8, frame // 2, frame - frame // 8
-    x1, y1 = (int(v) for v in rng.integers(lo, half, size=2))
-    x2, y2 = (int(v) for v in rng.integers(half, hi, size=2))
+    half = frame // 2
+    x1, y1 = (int(v) for v in rng.integers(0, half, size=2))
+    x2, y2 = (int(v) for v in rng.integers(half, frame, size=2))
     n_pos = int(rng.integers(1, 3))
     points = [(int(rng.integers(x1, x2 + 1)), int(rng.integers(y1, y2 + 1))) for _ in range(n_pos)]
     labels = [1] * n_pos

@@ -2,6 +2,8 @@
 
     runs/<name>/checkpoints/step_<N>/
         model.safetensors      policy weights (HF state_dict names; loadable into the HF model)
+        config.json, ...       model config, generation config and processor: `from_pretrained(step_<N>)` works,
+                               so `segr1 eval` and `segr1 predict` take a checkpoint directory as it is
         reference.safetensors  only when the reference was reset from the policy (e.g. after the warm start)
         optimizer.pt           rank 0 optimizer + lr-scheduler state; optimizer.rank<R>.pt for ranks R > 0
         rng.pt                 python / numpy / torch (/ cuda) RNG states; rng.rank<R>.pt for ranks R > 0
@@ -183,6 +185,10 @@ def save_learner(actor: Any, final: Path, extra_state: dict[str, Any]) -> None:
     with gathered(list(module.parameters())):
         if rank == 0:
             save_tensors(staging / MODEL_FILE, full_state_dict(module))
+    if rank == 0:  # config and processor beside the weights: the directory loads with from_pretrained
+        module.config.save_pretrained(staging)
+        module.generation_config.save_pretrained(staging)
+        actor.processor.save_pretrained(staging)
     if rank == 0 and actor.reference is not None and actor.reference_from_policy:
         save_tensors(staging / REFERENCE_FILE, full_state_dict(actor.reference))
     torch.save({"optimizer": actor.engine.optimizer.state_dict(),
