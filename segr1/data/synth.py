@@ -23,7 +23,7 @@ from segr1.data.schema import FOREGROUND_INSTRUCTION, Row
 from segr1.data.writer import DatasetWriter
 
 SHAPES = ("ellipse", "superellipse", "blob", "polygon")
-AREA_RANGE = (0.05, 0.40)  # object area as a fraction of the frame
+AREA_RANGE = (0.02, 0.20)  # object area as a fraction of the frame (camouflaged objects are often small)
 # Difficulty knobs, in RGB units. The object/background colour shift sets how camouflaged objects are:
 # at 20-34 GrabCut from the box starts to fail outright on some images, at 28-42 it finds nearly all.
 PALETTE_SPREAD = 50.0  # distance between the two colours each texture blends

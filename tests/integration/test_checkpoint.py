@@ -69,10 +69,26 @@ def test_resume_is_bitwise_exact(saved, model_path, processor):
     assert max_abs_diff(resumed.full_state_dict(), uninterrupted.full_state_dict()) == 0.0
 
 
+def test_checkpoint_directory_loads_with_from_pretrained(saved):
+    """`segr1 eval` / `predict` take a checkpoint directory as it is: the HF classes load its policy weights."""
+    from safetensors.torch import load_file
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    _, directory = saved
+    model = AutoModelForImageTextToText.from_pretrained(directory)
+    AutoProcessor.from_pretrained(directory)
+    saved_weights = load_file(str(directory / "model.safetensors"))
+    loaded = model.state_dict()
+    assert max(float((loaded[k] - v).abs().max()) for k, v in saved_weights.items()) == 0.0
+
+
 def test_layout_and_rng_state(saved):
     _, directory = saved
     names = {p.name for p in directory.iterdir()}
-    assert names == {"model.safetensors", "reference.safetensors", "optimizer.pt", "rng.pt", "state.json"}
+    learner_files = {"model.safetensors", "reference.safetensors", "optimizer.pt", "rng.pt", "state.json"}
+    hf_files = {"config.json", "generation_config.json", "processor_config.json", "tokenizer.json"}
+    assert learner_files | hf_files <= names
+    assert not names - learner_files - hf_files - {"tokenizer_config.json", "chat_template.jinja"}, names
     assert not any(p.name.endswith(".tmp") for p in directory.parent.iterdir())  # staging was renamed away
     state = json.loads((directory / "state.json").read_text())
     assert (state["step"], state["world_size"], state["zero_stage"]) == (2, 1, 1)
