@@ -93,7 +93,7 @@ def released_style(cfg: Config, requests: list[RewardRequest]) -> tuple[list[np.
 
 
 def pool_run(cfg: Config, requests: list[RewardRequest]) -> tuple[list[np.ndarray], float, dict]:
-    """Score through a one-actor RewardPool (actor built and warm before the clock). -> masks, seconds, stats."""
+    """Score through a one-actor RewardPool, warmed up before the clock starts. -> masks, seconds, stats."""
     with RewardPool(cfg, num_actors=1) as pool:
         pool.score([warm_up_request(requests[0].gt_mask.shape[0])])
         pool.stats()  # start the throughput window here
@@ -136,12 +136,13 @@ def main() -> None:
     )
     print(f"released style: {released_s:7.1f} s  ({encodes} image encodes, one per completion and box)")
     print(
-        f"reward pool   : {pool_s:7.1f} s  ({args.images} encodes; actor encode {pool_stats['encode_s']:.1f} s, "
-        f"decode {pool_stats['decode_s']:.1f} s)"
+        f"reward pool   : {pool_s:7.1f} s  ({args.images} encodes; actor encode "
+        f"{pool_stats['encode_s']:.1f} s, decode {pool_stats['decode_s']:.1f} s)"
     )
     print(f"same masks    : {'yes' if not any(differing) else f'NO, differing pixels per image {differing}'}")
     print(
-        f"speed-up      : {ratio:.2f}x  (goal >= 0.7 * G = {0.7 * group:.1f}: {'met' if ratio >= 0.7 * group else 'NOT met'})"
+        f"speed-up      : {ratio:.2f}x  (goal >= 0.7 * G = {0.7 * group:.1f}: "
+        f"{'met' if ratio >= 0.7 * group else 'NOT met'})"
     )
     print(
         f"grabcut pool  : {completions / grabcut_s:7.1f} masks/s  ({completions} masks in {grabcut_s:.2f} s, "

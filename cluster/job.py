@@ -78,6 +78,7 @@ def connect(cfg: Config) -> None:
         num_cpus=local_cpus(cfg), namespace=NAMESPACE, include_dashboard=cfg.cluster.dashboard,
         dashboard_host=cfg.cluster.dashboard_host, dashboard_port=cfg.cluster.dashboard_port,
         _metrics_export_port=cfg.cluster.metrics_export_port or _free_port(),
+        _system_config={"metrics_report_interval_ms": int(cfg.cluster.metrics_report_s * 1000)},
     )
 
 

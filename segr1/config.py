@@ -187,6 +187,7 @@ class ClusterConfig:
     dashboard_host: str = "127.0.0.1"
     dashboard_port: int = 8265
     metrics_export_port: int = 8080  # Prometheus scrape port of the local node (0 = pick a free one)
+    metrics_report_s: float = 10.0  # local cluster only: how often Ray's metrics agent publishes
 
 
 @dataclass(frozen=True)

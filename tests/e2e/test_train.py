@@ -23,14 +23,19 @@ def first_run(tmp_path_factory):
     """Run 3 steps while scraping Prometheus; returns (run_dir, scraped text, stdout)."""
     out = tmp_path_factory.mktemp("runs")
     port = runs.free_port()
-    args = runs.train_args(out, "e2e", f"run.steps={STEPS}", f"cluster.metrics_export_port={port}",
+    args = runs.train_args(out, "e2e", f"run.steps={STEPS}", f"cluster.metrics_export_port={port}", "cluster.metrics_report_s=1",
                            "checkpoint.every=1", "checkpoint.keep=2")
     proc = subprocess.Popen(args, cwd=runs.ROOT, env=runs.env(), stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
-    scraped = ""
+    def segr1_metrics() -> str:
+        text = runs.scrape(port)
+        if proc.poll() is not None and "ray_segr1_reward_mean" not in text:
+            raise AssertionError("the run ended before its metrics were scraped")
+        return text if "ray_segr1_reward_mean" in text else ""
+
     try:
-        scraped = runs.wait_for(lambda: (t := runs.scrape(port)) if "ray_segr1_reward_mean" in t else "",
-                                timeout=300, what="segr1 metrics on the Prometheus endpoint", interval=1.0)
+        scraped = runs.wait_for(segr1_metrics, timeout=300, what="segr1 metrics on the Prometheus endpoint",
+                                interval=0.5)
     finally:
         stdout, _ = proc.communicate(timeout=420)
     assert proc.returncode == 0, stdout[-6000:]
@@ -78,6 +83,10 @@ def test_resume_continues_from_the_newest_checkpoint(first_run):
                              "cluster.metrics_export_port=0"))
     rows = runs.steps(run_dir / "metrics.jsonl")
     assert [r["step"] for r in rows] == list(range(1, STEPS + 2))  # each step once
-    assert rows[-1]["weights/version"] == rows[-2]["weights/version"] + 1
+    # the resumed learner republishes the checkpoint's weights (a new version) before its first step, and the
+    # fresh rollout workers generate with exactly those weights
+    resumed = rows[-1]
+    assert resumed["weights/version"] > rows[-2]["weights/version"]
+    assert set(resumed["rollout/worker_versions"].values()) == {resumed["weights/version"] - 1}
     ids = [i for r in rows for i in r["data/sample_ids"]]
     assert len(ids) == len(set(ids))  # the data cursor resumed: nothing repeated
