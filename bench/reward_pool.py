@@ -139,7 +139,9 @@ def main() -> None:
         f"reward pool   : {pool_s:7.1f} s  ({args.images} encodes; actor encode "
         f"{pool_stats['encode_s']:.1f} s, decode {pool_stats['decode_s']:.1f} s)"
     )
-    print(f"same masks    : {'yes' if not any(differing) else f'NO, differing pixels per image {differing}'}")
+    pixels = sum(mask.size for mask in pool_masks)
+    agreement = "identical" if not any(differing) else f"{sum(differing)} of {pixels} pixels differ"
+    print(f"same masks    : {agreement}")
     print(
         f"speed-up      : {ratio:.2f}x  (goal >= 0.7 * G = {0.7 * group:.1f}: "
         f"{'met' if ratio >= 0.7 * group else 'NOT met'})"

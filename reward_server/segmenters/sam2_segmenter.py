@@ -6,8 +6,9 @@ prompt sets, and the prompt decoder runs on batches of boxes that carry the same
 
 Why batches share a point count: SAM2 appends one "not a point" token to every prompt, and padding shorter
 point lists with more such tokens (label -1) changes the decoder's attention and hence the mask. Grouping by
-point count keeps every mask identical to a one-box-at-a-time call. Settings follow the paper: box and its
-points in one call, `multimask_output=False`, mask threshold 0, SAM2's default post-processing.
+point count computes exactly what a one-box-at-a-time call computes (up to float rounding, which can flip a
+pixel whose logit is within ~1e-3 of the threshold). Settings follow the paper: box and its points in one
+call, `multimask_output=False`, mask threshold 0, SAM2's default post-processing.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""SAM2 segmenter with random-weight hiera_t on the CPU: batched decoding equals the released one-box calls.
+"""SAM2 segmenter with random-weight hiera_t on the CPU: batched decoding matches the released one-box calls.
 
 SAM2 encodes at 1024x1024 whatever the input size (smaller sizes fail inside the model), and one CPU encode
 takes seconds, so this module encodes three times in all: once for the main image, twice for the BGR check.
@@ -53,42 +53,60 @@ def batched(segmenter, image) -> np.ndarray:
     return masks
 
 
-def _released_style(predictor, prompt: SegPrompt, shape: tuple[int, int]) -> np.ndarray:
-    """One SAM2 `predict` per box with the points inside it, OR-ed: the released reward's call pattern."""
-    union = np.zeros(shape, bool)
+def _released_style_logits(predictor, prompt: SegPrompt, shape: tuple[int, int]) -> np.ndarray:
+    """One SAM2 `predict` per box with the points inside it, as the released reward called it.
+
+    Returns the max over boxes of the mask logits [H, W]: the union of the boxes' masks is `logits > 0`.
+    """
+    union = np.full(shape, -np.inf, np.float32)
     for box, points, labels in assign_points_to_boxes(prompt):
-        masks, _, _ = predictor.predict(
+        logits, _, _ = predictor.predict(
             point_coords=np.array(points, np.float32) if points else None,
             point_labels=np.array(labels) if points else None,
             box=None if box is None else np.array(box, np.float32),
             multimask_output=False,
+            return_logits=True,
         )
-        union |= masks[0] > 0.5
+        union = np.maximum(union, logits[0])
     return union
 
 
-@pytest.mark.slow  # SAM2 encodes take seconds on the CPU
-def test_batched_equals_one_box_at_a_time(segmenter, image, batched):
-    assert batched.shape == (len(PROMPTS), 120, 160) and batched.dtype == bool
-    # random weights still give varied, non-trivial masks, so equality below means something
-    coverage = batched.mean(axis=(1, 2))
-    assert ((coverage > 0.01) & (coverage < 0.99)).all() and len({m.tobytes() for m in batched}) == len(
-        PROMPTS
-    )
+@pytest.fixture(scope="module")
+def reference_logits(segmenter, image, batched) -> np.ndarray:
     segmenter.set_image(image)  # cache hit: the predictor holds this image again
-    reference = np.stack([_released_style(segmenter.predictor, p, image.shape[:2]) for p in PROMPTS])
-    assert np.array_equal(batched, reference)
+    return np.stack([_released_style_logits(segmenter.predictor, p, image.shape[:2]) for p in PROMPTS])
+
+
+def assert_masks_match(masks: np.ndarray, logits: np.ndarray) -> None:
+    """masks == (logits > 0), except where float rounding of a different batch shape flips a logit at ~0.
+
+    Random weights leave about 2% of logits within 1e-3 of the threshold, and the decoder's matrix products
+    round differently for different batch sizes, so a rare pixel there may flip; nothing else may differ.
+    """
+    differ = masks != (logits > 0)
+    assert differ.mean() < 1e-3, f"{differ.sum()} pixels differ"
+    assert not differ.any() or np.abs(logits[differ]).max() < 1e-3
 
 
 @pytest.mark.slow  # SAM2 encodes take seconds on the CPU
-def test_batch_size_does_not_change_masks(segmenter, image, batched):
+def test_batched_equals_one_box_at_a_time(batched, reference_logits):
+    assert batched.shape == (len(PROMPTS), 120, 160) and batched.dtype == bool
+    # random weights still give varied, non-trivial masks, so the comparison below means something
+    coverage = batched.mean(axis=(1, 2))
+    assert ((coverage > 0.01) & (coverage < 0.99)).all()
+    assert len({mask.tobytes() for mask in batched}) == len(PROMPTS)
+    assert_masks_match(batched, reference_logits)
+
+
+@pytest.mark.slow  # SAM2 encodes take seconds on the CPU
+def test_batch_size_does_not_change_masks(segmenter, image, reference_logits):
     default = segmenter.decode_batch
     try:
         segmenter.decode_batch = 256  # every box of a point count in one call, as on a GPU
-        assert np.array_equal(segmenter.segment(image, PROMPTS), batched)
+        assert_masks_match(segmenter.segment(image, PROMPTS), reference_logits)
         assert segmenter.last_timing.cache_hit  # no re-encode: the embedding cache served the image
         one_by_one = np.concatenate([segmenter.segment(image, [prompt]) for prompt in PROMPTS])
-        assert np.array_equal(one_by_one, batched)
+        assert_masks_match(one_by_one, reference_logits)
     finally:
         segmenter.decode_batch = default
 
