@@ -94,8 +94,8 @@ def evaluate_checkpoint(cfg: Config, checkpoint: str, out: str | None = None) ->
     """`segr1 eval`: greedy predictions of a checkpoint on cfg.data.eval, scored at original size."""
     from reward_server.actor import RewardActor
     from rollout.worker import RolloutWorker
-    from segr1.evaluation import evaluate_predictions, format_table
     from segr1.data.dataset import SegDataset as Dataset
+    from segr1.evaluation import evaluate_predictions, format_table
 
     if not Path(checkpoint).is_dir():
         raise FileNotFoundError(f"checkpoint directory not found: {checkpoint}")

@@ -8,8 +8,8 @@ it into a mask, and the mask is resized back to the image's own size.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import cv2
 import numpy as np

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 CONVERTERS = ("cod10k", "camo", "nc4k", "duts", "dis5k", "refcoco", "reasonseg")
 

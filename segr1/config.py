@@ -12,9 +12,10 @@ Derived values (e.g. completions per step) are properties, never written back in
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any
 
 from omegaconf import MISSING, OmegaConf  # noqa: F401  (MISSING re-exported for configs that need it)
 from omegaconf.errors import OmegaConfBaseException
@@ -168,8 +169,8 @@ class AlgorithmConfig:
     adv_eps: float = 1e-4
     beta: float = 0.04
     kl: str = "k3"  # k1 | k2 | k3
-    clip_low: Optional[float] = None  # None = no clipping (released Seg-R1)
-    clip_high: Optional[float] = None  # None = same as clip_low
+    clip_low: float | None = None  # None = no clipping (released Seg-R1)
+    clip_high: float | None = None  # None = same as clip_low
     agg: str = "seq-mean-token-mean"  # | token-mean | seq-mean-token-sum-norm
     mode: str = "sync"  # sync | async
     max_staleness: int = 1  # async: rollouts may lag the learner by this many versions

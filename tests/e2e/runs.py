@@ -42,7 +42,8 @@ def env(**extra: str) -> dict[str, str]:
 
 
 def run(args: list[str], timeout: float = 420, **extra_env: str) -> subprocess.CompletedProcess:
-    proc = subprocess.run(args, cwd=ROOT, env=env(**extra_env), capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.run(args, cwd=ROOT, env=env(**extra_env), capture_output=True, text=True, timeout=timeout,
+                          check=False)  # a failure is asserted below, with its output
     assert proc.returncode == 0, f"{' '.join(args)} failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
     return proc
 

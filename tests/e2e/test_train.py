@@ -6,6 +6,7 @@ Prometheus endpoint while it runs), then `resume=true` continuing it exactly whe
 
 from __future__ import annotations
 
+import itertools
 import subprocess
 
 import pytest
@@ -51,7 +52,7 @@ def test_metrics_jsonl_has_every_contract_key_and_versions_increase(first_run):
         assert not missing, f"step {row['step']} lacks {sorted(missing)}"
     assert "eval/iou" in rows[-1]  # the final held-out eval
     versions = [r["weights/version"] for r in rows]
-    assert all(b == a + 1 for a, b in zip(versions, versions[1:])), versions
+    assert all(b == a + 1 for a, b in itertools.pairwise(versions)), versions
     assert all(r["pipeline/staleness"] == 0 for r in rows)  # sync mode is on-policy
     ids = [i for r in rows for i in r["data/sample_ids"]]
     assert len(ids) == len(set(ids)) == STEPS * 2  # no sample repeated within the epoch

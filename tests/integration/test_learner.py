@@ -22,20 +22,6 @@ from learner.nccl_sync import free_port
 UPDATE_TOLERANCE = 2e-6
 
 
-@pytest.fixture(scope="module")
-def model_path(tmp_path_factory) -> str:
-    from rollout.tiny_model import ensure_tiny_vlm
-
-    return ensure_tiny_vlm(str(tmp_path_factory.mktemp("tiny") / "vlm"))
-
-
-@pytest.fixture(scope="module")
-def processor(model_path):
-    from transformers import AutoProcessor
-
-    return AutoProcessor.from_pretrained(model_path)
-
-
 def new_actor(model_path: str, *overrides: str) -> LearnerActor:
     return LearnerActor(learner_config(*overrides), model_path, 0, 1, "127.0.0.1", free_port())
 
