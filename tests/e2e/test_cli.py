@@ -1,0 +1,66 @@
+"""The `segr1` front door: data synth, eval and predict as a user calls them (subprocesses, real models)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from tests.e2e import runs
+
+SEGR1 = str(Path(sys.executable).with_name("segr1"))
+
+
+@pytest.fixture(scope="module")
+def tiny_vlm() -> str:
+    from rollout.tiny_model import ensure_tiny_vlm
+
+    return ensure_tiny_vlm(str(runs.ROOT / ".cache" / "tiny_vlm"))
+
+
+@pytest.fixture(scope="module")
+def synth(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("data") / "synth.parquet"
+    proc = runs.run([SEGR1, "data", "synth", "--out", str(out), "--n", "6", "--seed", "3", "--size", "64"])
+    assert "6 synthetic samples" in proc.stdout
+    return out
+
+
+def test_data_synth_writes_the_parquet_schema(synth):
+    table = pq.read_table(synth)
+    assert table.num_rows == 6
+    assert {"sample_id", "image", "mask", "instruction", "task", "width", "height"} <= set(table.column_names)
+    assert set(table.column("width").to_pylist()) == {64}
+
+
+def test_eval_prints_the_table_and_writes_eval_json(synth, tiny_vlm, tmp_path):
+    out = tmp_path / "eval.json"
+    proc = runs.run([SEGR1, "eval", "--config", runs.CONFIG, "--checkpoint", tiny_vlm, "--out", str(out),
+                     f"data.eval={synth}", "data.frame_size=112"])
+    record = json.loads(out.read_text())
+    assert record["n"] == 6 and record["checkpoint"] == tiny_vlm
+    assert "eval.json" in proc.stdout
+
+
+def test_predict_writes_a_mask_of_the_image_size(tiny_vlm, tmp_path):
+    image = (np.random.default_rng(0).integers(0, 255, (90, 140, 3))).astype(np.uint8)
+    cv2.imwrite(str(tmp_path / "in.png"), image)
+    runs.run([SEGR1, "predict", "--checkpoint", tiny_vlm, "--config", runs.CONFIG, "--image",
+              str(tmp_path / "in.png"), "--out", str(tmp_path / "mask.png"), "--overlay", str(tmp_path / "ov.png")])
+    mask = cv2.imread(str(tmp_path / "mask.png"), cv2.IMREAD_UNCHANGED)
+    assert mask.shape == (90, 140) and set(np.unique(mask)) <= {0, 255}
+    assert cv2.imread(str(tmp_path / "ov.png")).shape == (112, 112, 3)  # the overlay is in the model's frame
+
+
+def test_bad_config_key_exits_2_naming_the_key(tmp_path):
+    import subprocess
+
+    proc = subprocess.run([SEGR1, "train", "--config", runs.CONFIG, "algorithm.gruop_size=4"], cwd=runs.ROOT,
+                          env=runs.env(), capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 2
+    assert "algorithm.gruop_size" in proc.stderr
