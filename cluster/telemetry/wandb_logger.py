@@ -113,3 +113,8 @@ class WandbLogger:
         if self._run is not None:
             self._run.finish()
             self._run = None
+            import wandb
+
+            # Stop wandb's service process now: in a Ray actor its exit-time teardown would run after Ray has
+            # closed the connection, and print a ConnectionResetError traceback at the end of every run.
+            wandb.teardown()
