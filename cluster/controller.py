@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -56,7 +57,8 @@ class Controller:
         self.history: list[dict[str, Any]] = []
         self._scale_lock = threading.Lock()
         self._scale_request: dict[str, int] = {}
-        self._ahead: Future | None = None  # async mode: the next batch, in flight
+        # async mode: (data cursor before the draw, batch in flight), oldest first
+        self._ahead: deque[tuple[dict[str, Any], Future]] = deque()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="segr1-rollout-ahead")
         from cluster.telemetry.logger import RunLogger
 
@@ -84,7 +86,7 @@ class Controller:
             self._log(metrics)
             if (cfg.checkpoint.every and self.step % cfg.checkpoint.every == 0) or self.step == cfg.run.steps:
                 self._checkpoint()
-        self._drain_ahead()
+        self._wait_ahead()
         summary = self._finish()
         return summary
 
@@ -93,8 +95,8 @@ class Controller:
         cfg, algo = self.cfg, self.cfg.algorithm
         t0 = time.perf_counter()
         batch = self._next_batch()
-        if algo.mode == "async" and self.step + 1 < cfg.run.steps:
-            self._ahead = self._executor.submit(self._collect, self.step + 1)  # overlaps with learning below
+        if algo.mode == "async":
+            self._run_ahead()  # the next batches generate while the learner trains on this one
 
         rewards = records.group_rewards(batch.rewards)  # [B*G]
         advantages = group_advantages(torch.from_numpy(rewards), algo.group_size, scale=algo.adv_scale,
@@ -134,15 +136,27 @@ class Controller:
 
     # ------------------------------------------------------------------------------------------ stages
     def _next_batch(self) -> Batch:
-        if self._ahead is not None:
-            batch, self._ahead = self._ahead.result(), None
-            return batch
-        return self._collect(self.step)
+        if self._ahead:
+            return self._ahead.popleft()[1].result()
+        return self._collect(self.step, self._draw())
 
-    def _collect(self, step: int) -> Batch:
+    def _draw(self) -> list[Sample]:
+        """The next B prompts; drawn on the loop's thread, so the data order never depends on timing."""
+        return [self.data.load(i) for i in self.sampler.next_batch(self.cfg.algorithm.prompts_per_step)]
+
+    def _run_ahead(self) -> None:
+        """Async mode: keep up to `max_staleness` future batches in flight (one worker thread: in order).
+
+        A batch generated k batches ahead is trained on at most k versions after the weights it saw."""
+        algo = self.cfg.algorithm
+        while len(self._ahead) < algo.max_staleness and self.step + 1 + len(self._ahead) < self.cfg.run.steps:
+            cursor = self.sampler.state_dict()  # a checkpoint taken now resumes from the oldest pending draw
+            step = self.step + 1 + len(self._ahead)
+            self._ahead.append((cursor, self._executor.submit(self._collect, step, self._draw())))
+
+    def _collect(self, step: int, samples: list[Sample]) -> Batch:
         """Generate G completions for B prompts and score them (runs in a thread in async mode)."""
         cfg = self.cfg
-        samples = [self.data.load(i) for i in self.sampler.next_batch(cfg.algorithm.prompts_per_step)]
         sampling = SamplingParams(n=cfg.algorithm.group_size, temperature=cfg.rollout.temperature,
                                   top_p=cfg.rollout.top_p, max_new_tokens=cfg.rollout.max_new_tokens,
                                   seed=cfg.run.seed * 1_000_003 + step)
@@ -178,10 +192,10 @@ class Controller:
         self.history.append({"step": self.step, "tag": tag, **metrics})
         return metrics
 
-    def _drain_ahead(self) -> None:
-        if self._ahead is not None:
-            self._ahead.result()
-            self._ahead = None
+    def _wait_ahead(self) -> None:
+        """Let in-flight batches finish (they are kept: their samples are drawn and will be trained on)."""
+        for _, future in self._ahead:
+            future.result()
 
     # ------------------------------------------------------------------------------------------ scaling
     def scale(self, rollout: int | None = None, reward: int | None = None) -> dict[str, int]:
@@ -198,7 +212,7 @@ class Controller:
         with self._scale_lock:
             request, self._scale_request = self._scale_request, {}
         if request:
-            self._drain_ahead()  # never resize under an in-flight batch
+            self._wait_ahead()  # never resize under an in-flight batch
             self.pools.resize(rollout=request.get("rollout"), reward=request.get("reward"))
 
     def _faults(self) -> None:
@@ -221,8 +235,12 @@ class Controller:
         from cluster.checkpoints import save
 
         save(self.cfg, self.pools.learner, self.step, {
-            "step": self.step, "version": self.version, "sampler": self.sampler.state_dict(),
+            "step": self.step, "version": self.version, "sampler": self._resume_cursor(),
             "history": self.history})
+
+    def _resume_cursor(self) -> dict[str, Any]:
+        """The data cursor a resumed run starts from: before the in-flight batch, whose rollouts are not saved."""
+        return self._ahead[0][0] if self._ahead else self.sampler.state_dict()
 
     def _resume(self) -> None:
         from cluster.checkpoints import load_latest

@@ -173,7 +173,7 @@ class AlgorithmConfig:
     clip_high: float | None = None  # None = same as clip_low
     agg: str = "seq-mean-token-mean"  # | token-mean | seq-mean-token-sum-norm
     mode: str = "sync"  # sync | async
-    max_staleness: int = 1  # async: rollouts may lag the learner by this many versions
+    max_staleness: int = 1  # async: batches generated ahead of the learner (each lags it by <= this many versions)
     dynamic_sampling: bool = False  # drop groups whose rewards are all equal
     eval_every: int = 0  # held-out eval every N steps (0 = only at start and end)
     warm_start: WarmStartConfig = field(default_factory=WarmStartConfig)

@@ -91,3 +91,20 @@ def test_resume_continues_from_the_newest_checkpoint(first_run):
     assert set(resumed["rollout/worker_versions"].values()) == {resumed["weights/version"] - 1}
     ids = [i for r in rows for i in r["data/sample_ids"]]
     assert len(ids) == len(set(ids))  # the data cursor resumed: nothing repeated
+
+
+@pytest.mark.parametrize("depth", [1, 2])
+def test_async_mode_overlaps_rollouts_within_the_staleness_bound(tmp_path, depth):
+    """Async: the next batches are generated while the learner trains, at most `depth` versions behind."""
+    runs.run(runs.train_args(tmp_path, "async", "run.steps=4", "algorithm.mode=async", "algorithm.clip_low=0.2",
+                             f"algorithm.max_staleness={depth}", "cluster.metrics_export_port=0",
+                             "checkpoint.every=0"))
+    rows = runs.steps(tmp_path / "async" / "metrics.jsonl")
+    assert [r["step"] for r in rows] == [1, 2, 3, 4]
+    staleness = [r["pipeline/staleness"] for r in rows]
+    if depth == 1:
+        assert staleness == [0, 1, 1, 1]  # every batch after the first ran one step ahead
+    else:
+        assert staleness[0] == 0 and all(1 <= s <= depth for s in staleness[1:]), staleness
+    ids = [i for r in rows for i in r["data/sample_ids"]]
+    assert len(ids) == len(set(ids)) == 8  # drawn in order, none lost or repeated
