@@ -25,6 +25,7 @@ import torch
 from cluster import records
 from cluster.evaluate import Evaluator
 from cluster.pools import Pools
+from cluster.telemetry.logger import RunLogger
 from cluster.warm_start import warm_start_items
 from learner.grpo import group_advantages
 from segr1.config import Config
@@ -60,9 +61,7 @@ class Controller:
         # async mode: (data cursor before the draw, batch in flight), oldest first
         self._ahead: deque[tuple[dict[str, Any], Future]] = deque()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="segr1-rollout-ahead")
-        from cluster.telemetry.logger import RunLogger
-
-        self.log = RunLogger(cfg, cfg.run_dir, tui=False)
+        self.log = RunLogger(cfg, cfg.run_dir, tui=False)  # the driver draws the live view
 
     # ------------------------------------------------------------------------------------------ the loop
     def run(self) -> dict[str, Any]:
@@ -106,10 +105,15 @@ class Controller:
             keep = records.is_informative(rewards, algo.group_size)
             items = [item for item, k in zip(items, keep) if k]
 
+        trained_version = self.version  # the weights this update starts from
         t_learn = time.perf_counter()
-        stats = self.pools.learner.train_step(items) if items else {}
-        learn_s = time.perf_counter() - t_learn
-        sync_s = self._broadcast()
+        if items:
+            stats = self.pools.learner.train_step(items)
+            learn_s = time.perf_counter() - t_learn
+            sync_s = self._broadcast()
+        else:  # dynamic sampling dropped every group: no update, so nothing new to broadcast
+            stats = {"policy/loss": 0.0, "policy/kl": 0.0, "policy/clip_frac": 0.0}
+            learn_s = sync_s = 0.0
 
         step_s = time.perf_counter() - t0
         completions = len(rewards)
@@ -123,7 +127,7 @@ class Controller:
             "time/step_s": step_s,
             "throughput/samples_per_s": completions / step_s,
             "weights/version": self.version,
-            "pipeline/staleness": max(self.version - 1 - g.weights_version for g in batch.groups),
+            "pipeline/staleness": max(trained_version - g.weights_version for g in batch.groups),
             "data/groups_trained": len(items),
             "data/epoch": self.sampler.state_dict()["epoch"],
             "data/sample_ids": [s.sample_id for s in batch.samples],
