@@ -26,7 +26,11 @@ def head(tmp_path_factory):
     temp_dir = Path("/tmp") / f"segr1-e2e-{gcs}"  # Ray's socket paths must stay short
     args = [RAY, "start", "--head", "--block", f"--port={gcs}", "--node-ip-address=127.0.0.1",
             "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}", "--num-cpus=6", "--include-dashboard=true",
-            f"--temp-dir={temp_dir}", f"--metrics-export-port={runs.free_port()}", "--disable-usage-stats"]
+            f"--temp-dir={temp_dir}", f"--metrics-export-port={runs.free_port()}", "--disable-usage-stats",
+            # every port of our own, so another Ray on this machine (a user's, a test's) cannot collide
+            f"--dashboard-agent-listen-port={runs.free_port()}", f"--dashboard-agent-grpc-port={runs.free_port()}",
+            f"--runtime-env-agent-port={runs.free_port()}", f"--node-manager-port={runs.free_port()}",
+            f"--object-manager-port={runs.free_port()}"]
     proc = subprocess.Popen(args, env=runs.env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         runs.wait_for(lambda: _dashboard_up(dash), timeout=120,
@@ -60,8 +64,12 @@ def test_job_submit_runs_training_and_scale_adds_a_rollout_worker(head, tmp_path
                               stderr=subprocess.STDOUT, text=True)
     metrics = tmp_path / name / "metrics.jsonl"
     try:
-        runs.wait_for(lambda: metrics.is_file() and len(runs.steps(metrics)) >= 2, timeout=300,
-                      what="two training steps of the submitted job")
+        def two_steps() -> bool:
+            if submit.poll() is not None:
+                raise AssertionError(f"the job ended before two steps:\n{submit.stdout.read()[-6000:]}")
+            return metrics.is_file() and len(runs.steps(metrics)) >= 2
+
+        runs.wait_for(two_steps, timeout=300, what="two training steps of the submitted job")
         scaled = runs.run([str(Path(sys.executable).with_name("segr1")), "scale", "--run", name, "--rollout", "2",
                            "--address", head["gcs"]], timeout=120, RAY_AUTH_MODE="token")
         assert "rollout workers -> 2" in scaled.stdout
