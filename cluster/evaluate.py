@@ -12,6 +12,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from cluster import records
 from reward_server.parse import FormatError, parse_completion
 from reward_server.rle import decode_masks
@@ -59,17 +61,12 @@ class Evaluator:
 
     def _overlays(self, step: int, samples: list[Sample], groups: list[RolloutGroup],
                   rewards: list[GroupReward], log: Any, prefix: str) -> None:
-        from cluster.telemetry.overlays import render_overlay
-
         images = []
         for sample, group, reward in zip(samples, groups, rewards):
             if not reward.masks_rle:
                 continue
             pred = decode_masks(reward.masks_rle[:1])[0]
-            prompt = _try_parse(group.completions[0].text, self.cfg.data.frame_size, self.cfg)
-            image = render_overlay(sample.image, sample.mask, pred,
-                                   prompt.boxes if prompt else [], prompt.points if prompt else [],
-                                   prompt.labels if prompt else [])
+            image = overlay_of(sample.image, sample.mask, pred, group.completions[0].text, self.cfg)
             images.append((f"{prefix}_{sample.sample_id}", image))
         if images:
             log.log_overlays(step, images)
@@ -81,13 +78,17 @@ def _eval_metrics(rewards: list[GroupReward], suffix: str) -> dict[str, float]:
             f"eval/iou{suffix}": means["reward/iou"], f"eval/s_measure{suffix}": means["reward/s_measure"]}
 
 
-def _try_parse(text: str, frame: int, cfg: Config):
+def overlay_of(image: np.ndarray, gt: np.ndarray, pred: np.ndarray, text: str, cfg: Config) -> np.ndarray:
+    """Overlay of a completion: its mask, plus its boxes and points when the text parses (under cfg.reward)."""
+    from cluster.telemetry.overlays import render_overlay
+
+    frame, r = cfg.data.frame_size, cfg.reward
     try:
-        return parse_completion(text, frame, frame, require_think=cfg.reward.require_think,
-                                max_boxes=cfg.reward.max_boxes, max_points=cfg.reward.max_points,
-                                max_chars=cfg.reward.max_chars, grammar=cfg.reward.grammar)
+        prompt = parse_completion(text, frame, frame, require_think=r.require_think, max_boxes=r.max_boxes,
+                                  max_points=r.max_points, max_chars=r.max_chars, grammar=r.grammar)
     except FormatError:
-        return None
+        return render_overlay(image, gt, pred)
+    return render_overlay(image, gt, pred, prompt.boxes, prompt.points, prompt.labels)
 
 
 def evaluate_checkpoint(cfg: Config, checkpoint: str, out: str | None = None) -> dict[str, Any]:

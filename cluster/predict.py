@@ -29,14 +29,13 @@ def _run_config(checkpoint: Path, config: str | None, overrides: Sequence[str]) 
 
 def predict(checkpoint: str, image: str, out: str, overlay: str | None = None, config: str | None = None,
             instruction: str | None = None, overrides: Sequence[str] = ()) -> np.ndarray:
-    from cluster.evaluate import greedy
+    from cluster.evaluate import greedy, overlay_of
     from cluster.records import generation_requests, reward_requests
-    from cluster.telemetry.overlays import render_overlay
     from reward_server.actor import RewardActor
-    from reward_server.parse import FormatError, parse_completion
     from reward_server.rle import decode_masks
     from rollout.worker import RolloutWorker
     from segr1.chat import FOREGROUND_INSTRUCTION
+    from segr1.evaluation import to_original_size
     from segr1.protocol import Sample
 
     ckpt = Path(checkpoint)
@@ -59,17 +58,10 @@ def predict(checkpoint: str, image: str, out: str, overlay: str | None = None, c
     if reward.breakdowns[0].reason:
         print(f"the completion did not parse ({reward.breakdowns[0].reason}): the mask is empty")
     mask_frame = decode_masks(reward.masks_rle[:1])[0]
-    h, w = rgb.shape[:2]
-    mask = cv2.resize(mask_frame.astype(np.uint8) * 255, (w, h), interpolation=cv2.INTER_LINEAR) > 127
-    cv2.imwrite(out, mask.astype(np.uint8) * 255)
+    mask = to_original_size(mask_frame, rgb.shape[:2])  # uint8 0/255 at the image's own size
+    cv2.imwrite(out, mask)
     if overlay:
-        try:
-            prompt = parse_completion(text, frame, frame, require_think=cfg.reward.require_think,
-                                      grammar=cfg.reward.grammar)
-            boxes, points, labels = prompt.boxes, prompt.points, prompt.labels
-        except FormatError:
-            boxes, points, labels = [], [], []
-        drawn = render_overlay(framed, np.zeros_like(mask_frame), mask_frame, boxes, points, labels)
+        drawn = overlay_of(framed, np.zeros_like(mask_frame), mask_frame, text, cfg)
         cv2.imwrite(overlay, cv2.cvtColor(drawn, cv2.COLOR_RGB2BGR))
     print(f"wrote {out}" + (f" and {overlay}" if overlay else ""))
     return mask
