@@ -53,8 +53,7 @@ class Pools:
 
     def kill_one(self, which: str) -> None:
         """Fault drill: kill one actor of a pool without restart bookkeeping; the pool must recover."""
-        pool = self.reward if which == "reward" else self.rollout
-        actors = pool.actors()
+        actors = list(self.reward.actor_handles().values()) if which == "reward" else self.rollout.actors()
         if actors:
             ray.kill(random.choice(actors), no_restart=False)
 

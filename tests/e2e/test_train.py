@@ -108,3 +108,16 @@ def test_async_mode_overlaps_rollouts_within_the_staleness_bound(tmp_path, depth
         assert staleness[0] == 0 and all(1 <= s <= depth for s in staleness[1:]), staleness
     ids = [i for r in rows for i in r["data/sample_ids"]]
     assert len(ids) == len(set(ids)) == 8  # drawn in order, none lost or repeated
+
+
+def test_killed_reward_and_rollout_actors_do_not_stop_the_run(tmp_path):
+    """Fault drill from config: a reward actor dies at step 1, a rollout worker at step 2; every step completes."""
+    runs.run(runs.train_args(tmp_path, "faults", "run.steps=3", "faults.kill_reward_actor_at_step=1",
+                             "faults.kill_rollout_worker_at_step=2", "cluster.metrics_export_port=0",
+                             "checkpoint.every=0"))
+    rows = runs.steps(tmp_path / "faults" / "metrics.jsonl")
+    assert [r["step"] for r in rows] == [1, 2, 3]
+    assert [len(r["data/sample_ids"]) for r in rows] == [2, 2, 2]  # no group lost to the deaths
+    # the killed worker was replaced by a new one, which generated with the newest weights
+    assert set(rows[-1]["rollout/worker_versions"]) != set(rows[0]["rollout/worker_versions"])
+    assert set(rows[-1]["rollout/worker_versions"].values()) == {rows[-1]["weights/version"] - 1}
