@@ -12,7 +12,6 @@ can resize the pools while `run()` is in progress.
 
 from __future__ import annotations
 
-import threading
 import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -25,6 +24,7 @@ import torch
 from cluster import records
 from cluster.evaluate import Evaluator
 from cluster.pools import Pools
+from cluster.requests import RunRequests
 from cluster.telemetry.logger import RunLogger
 from cluster.warm_start import warm_start_items
 from learner.grpo import group_advantages
@@ -56,8 +56,8 @@ class Controller:
         self.version = 0
         self.latest: dict[str, Any] = {}
         self.history: list[dict[str, Any]] = []
-        self._scale_lock = threading.Lock()
-        self._scale_request: dict[str, int] = {}
+        self.last_step = cfg.run.steps  # lowered by `segr1 stop`
+        self.requests = RunRequests()  # `segr1 scale` / `segr1 stop`, applied between steps
         # async mode: (data cursor before the draw, batch in flight), oldest first
         self._ahead: deque[tuple[dict[str, Any], Future]] = deque()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="segr1-rollout-ahead")
@@ -72,19 +72,23 @@ class Controller:
         if self.step == 0 and cfg.algorithm.warm_start.steps > 0:
             self._warm_start()
         self._evaluate(tag="start")
-        while self.step < cfg.run.steps:
-            self._apply_scale_request()
-            self._faults()
-            metrics = self.train_step()
-            self.step += 1
-            metrics["step"] = self.step
-            if cfg.algorithm.eval_every and self.step % cfg.algorithm.eval_every == 0 and self.step < cfg.run.steps:
-                metrics.update(self._evaluate(tag=f"step_{self.step}"))
-            if self.step == cfg.run.steps:
-                metrics.update(self._evaluate(tag="end"))
-            self._log(metrics)
-            if (cfg.checkpoint.every and self.step % cfg.checkpoint.every == 0) or self.step == cfg.run.steps:
-                self._checkpoint()
+        try:
+            while self.step < self.last_step:
+                self._apply_requests()
+                self._faults()
+                metrics = self.train_step()
+                self.step += 1
+                metrics["step"] = self.step
+                last = self.step == self.last_step
+                if cfg.algorithm.eval_every and self.step % cfg.algorithm.eval_every == 0 and not last:
+                    metrics.update(self._evaluate(tag=f"step_{self.step}"))
+                if last:
+                    metrics.update(self._evaluate(tag="end"))
+                self._log(metrics)
+                if (cfg.checkpoint.every and self.step % cfg.checkpoint.every == 0) or last:
+                    self._checkpoint()
+        finally:
+            self.requests.close(f"run {cfg.run.name!r} ended at step {self.step} of {self.last_step}")
         self._wait_ahead()
         summary = self._finish()
         return summary
@@ -202,22 +206,34 @@ class Controller:
             future.result()
 
     # ------------------------------------------------------------------------------------------ scaling
-    def scale(self, rollout: int | None = None, reward: int | None = None) -> dict[str, int]:
-        """Called from `segr1 scale` while run() is in progress; applied at the next step boundary."""
-        with self._scale_lock:
-            if rollout is not None:
-                self._scale_request["rollout"] = int(rollout)
-            if reward is not None:
-                self._scale_request["reward"] = int(reward)
-        return {"rollout": rollout if rollout is not None else self.pools.rollout.size,
-                "reward": reward if reward is not None else self.pools.reward.size}
+    def scale(self, rollout: int | None = None, reward: int | None = None,
+              wait_s: float | None = None) -> dict[str, Any]:
+        """Called from `segr1 scale` while run() is in progress; applied at the next step boundary.
 
-    def _apply_scale_request(self) -> None:
-        with self._scale_lock:
-            request, self._scale_request = self._scale_request, {}
-        if request:
+        With `wait_s`, returns once applied: the pool sizes and the step the resized pools first serve.
+        """
+        sizes = {k: v for k, v in (("rollout", rollout), ("reward", reward)) if v is not None}
+        return self.requests.scale(sizes, wait_s)
+
+    def stop(self) -> dict[str, int]:
+        """Called from `segr1 stop`: the next step to start is the last (evaluated and checkpointed as such)."""
+        self.requests.stop()
+        return {"step": self.step}
+
+    def _apply_requests(self) -> None:
+        if self.requests.stop_requested():
+            self.last_step = min(self.last_step, self.step + 1)
+        sizes, waiters = self.requests.take_scale()
+        if not waiters:
+            return
+        try:
             self._wait_ahead()  # never resize under an in-flight batch
-            self.pools.resize(rollout=request.get("rollout"), reward=request.get("reward"))
+            self.pools.resize(rollout=sizes.get("rollout"), reward=sizes.get("reward"))
+        except Exception as e:
+            self.requests.answer(waiters, error=f"resize {sizes} failed: {type(e).__name__}: {e}")
+            raise
+        self.requests.answer(waiters, result={"rollout": self.pools.rollout.size, "reward": self.pools.reward.size,
+                                              "before_step": self.step + 1})
 
     def _faults(self) -> None:
         faults = self.cfg.faults
@@ -229,7 +245,7 @@ class Controller:
     # ------------------------------------------------------------------------------------------ state
     def progress(self) -> dict[str, Any]:
         """Latest metrics for the live terminal view and `segr1 status`."""
-        return {"step": self.step, "steps": self.cfg.run.steps, **self.latest}
+        return {"step": self.step, "steps": self.last_step, **self.latest}
 
     def _log(self, metrics: dict[str, Any]) -> None:
         self.latest = {k: v for k, v in metrics.items() if not isinstance(v, (list, dict))}

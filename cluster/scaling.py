@@ -1,7 +1,9 @@
-"""`segr1 scale` and `segr1 status`: talk to the named controller actor of a running job.
+"""`segr1 scale`, `segr1 stop` and `segr1 status`: talk to the named controller actor of a running job.
 
 The controller applies a resize at its next step boundary: new rollout workers receive the current weights
-before they serve, removed workers and reward actors finish their in-flight work first.
+before they serve, removed workers and reward actors finish their in-flight work first. `segr1 scale`
+waits until the resize is applied (or says why it could not be: the run ended first). `segr1 stop` makes
+the next step to start the last one, evaluated and checkpointed like any last step; the job then exits 0.
 """
 
 from __future__ import annotations
@@ -28,13 +30,29 @@ def _controller(run_name: str, address: str) -> Any:
                          f"(looked for actor {controller_name(run_name)!r} in namespace {NAMESPACE!r})") from None
 
 
+def _call(method: Any, what: str, **kwargs: Any) -> Any:
+    try:
+        return ray.get(method.remote(**kwargs))
+    except ray.exceptions.RayTaskError as e:  # the controller's own error, without Ray's traceback wrapping
+        raise SystemExit(f"{what}: {e.cause}") from None
+    except ray.exceptions.RayActorError:
+        raise SystemExit(f"{what}: the run's controller is gone (the job ended or failed)") from None
+
+
 def request_scale(run_name: str, rollout: int | None = None, reward: int | None = None,
-                  address: str = "auto") -> dict[str, int]:
+                  address: str = "auto", wait_s: float | None = 600.0) -> dict[str, Any]:
+    """Resize the pools of a running job; with `wait_s`, return once applied (sizes and the step)."""
     for name, value in (("--rollout", rollout), ("--reward", reward)):
         if value is not None and value < 1:
             raise SystemExit(f"segr1 scale: {name} must be >= 1, got {value}")
-    return ray.get(_controller(run_name, address).scale.remote(rollout=rollout, reward=reward))
+    return _call(_controller(run_name, address).scale, "segr1 scale", rollout=rollout, reward=reward,
+                 wait_s=wait_s)
+
+
+def request_stop(run_name: str, address: str = "auto") -> dict[str, int]:
+    """Ask a running job to end after the next step to start (evaluated and checkpointed)."""
+    return _call(_controller(run_name, address).stop, "segr1 stop")
 
 
 def run_status(run_name: str, address: str = "auto") -> dict[str, Any]:
-    return ray.get(_controller(run_name, address).progress.remote())
+    return _call(_controller(run_name, address).progress, "segr1 status")

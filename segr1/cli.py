@@ -68,8 +68,23 @@ def _cmd_scale(args: argparse.Namespace) -> int:
 
     if args.rollout is None and args.reward is None:
         raise SystemExit("segr1 scale: give --rollout N and/or --reward M")
-    sizes = request_scale(args.run, rollout=args.rollout, reward=args.reward, address=args.address)
-    print(f"run {args.run}: rollout workers -> {sizes['rollout']}, reward actors -> {sizes['reward']}")
+    wait_s = None if args.no_wait else args.timeout
+    sizes = request_scale(args.run, rollout=args.rollout, reward=args.reward, address=args.address, wait_s=wait_s)
+    if not sizes["applied"]:
+        queued = ", ".join(f"{k} -> {v}" for k, v in sizes.items() if k != "applied")
+        print(f"run {args.run}: queued ({queued}); applied at the next step boundary")
+        return 0
+    print(f"run {args.run}: rollout workers -> {sizes['rollout']}, reward actors -> {sizes['reward']} "
+          f"(applied before step {sizes['before_step']})")
+    return 0
+
+
+def _cmd_stop(args: argparse.Namespace) -> int:
+    from cluster.scaling import request_stop
+
+    at = request_stop(args.run, address=args.address)
+    print(f"run {args.run}: stop requested at step {at['step']}; the next step to start is the last "
+          "(evaluated and checkpointed), then the job exits")
     return 0
 
 
@@ -122,16 +137,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", default=None, help="default: the data set's first split (e.g. train; nc4k: test)")
     p.set_defaults(func=_cmd_data_convert)
 
-    for name, helptext in (("scale", "resize the pools of a running job"), ("status", "show a running job")):
+    for name, helptext, func in (("scale", "resize the pools of a running job", _cmd_scale),
+                                 ("stop", "end a running job after its next step (with a checkpoint)", _cmd_stop),
+                                 ("status", "show a running job", _cmd_status)):
         p = sub.add_parser(name, help=helptext)
         p.add_argument("--run", required=True, help="run.name of the job")
         p.add_argument("--address", default="auto", help="Ray address (default: the running cluster)")
+        p.set_defaults(func=func)
         if name == "scale":
             p.add_argument("--rollout", type=int, default=None, help="rollout workers")
             p.add_argument("--reward", type=int, default=None, help="reward actors")
-            p.set_defaults(func=_cmd_scale)
-        else:
-            p.set_defaults(func=_cmd_status)
+            p.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for the resize")
+            p.add_argument("--no-wait", action="store_true", help="queue the resize and return at once")
     return parser
 
 

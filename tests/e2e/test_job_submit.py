@@ -56,23 +56,32 @@ def _dashboard_up(port: int) -> bool:
 
 
 def test_job_submit_runs_training_and_scale_adds_a_rollout_worker(head, tmp_path):
-    name, steps = "submitted", 8
+    # Many steps: the job runs until `segr1 stop`, so the test never races the run's natural end.
+    name, steps = "submitted", 500
     entry = runs.train_args(tmp_path, name, f"run.steps={steps}", "cluster.metrics_export_port=0",
                             "checkpoint.every=0")
     submit = subprocess.Popen([RAY, "job", "submit", "--address", head["dashboard"], "--", *entry],
                               cwd=runs.ROOT, env=runs.env(RAY_AUTH_MODE="token"), stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, text=True)
     metrics = tmp_path / name / "metrics.jsonl"
-    try:
-        def two_steps() -> bool:
-            if submit.poll() is not None:
-                raise AssertionError(f"the job ended before two steps:\n{submit.stdout.read()[-6000:]}")
-            return metrics.is_file() and len(runs.steps(metrics)) >= 2
+    segr1 = str(Path(sys.executable).with_name("segr1"))
 
-        runs.wait_for(two_steps, timeout=300, what="two training steps of the submitted job")
-        scaled = runs.run([str(Path(sys.executable).with_name("segr1")), "scale", "--run", name, "--rollout", "2",
-                           "--address", head["gcs"]], timeout=120, RAY_AUTH_MODE="token")
-        assert "rollout workers -> 2" in scaled.stdout
+    def rows_with(predicate) -> bool:
+        if submit.poll() is not None:
+            raise AssertionError(f"the job ended early:\n{submit.stdout.read()[-6000:]}")
+        return metrics.is_file() and predicate(runs.steps(metrics))
+
+    try:
+        runs.wait_for(lambda: rows_with(lambda rows: len(rows) >= 2), timeout=300,
+                      what="two training steps of the submitted job")
+        scaled = runs.run([segr1, "scale", "--run", name, "--rollout", "2", "--address", head["gcs"]],
+                          timeout=300, RAY_AUTH_MODE="token")
+        assert "rollout workers -> 2" in scaled.stdout and "applied before step" in scaled.stdout, scaled.stdout
+        runs.wait_for(lambda: rows_with(lambda rows: sum(r["pool/rollout_workers"] == 2 for r in rows) >= 2),
+                      timeout=300, what="two steps served by the resized rollout pool")
+        stopped = runs.run([segr1, "stop", "--run", name, "--address", head["gcs"]], timeout=120,
+                           RAY_AUTH_MODE="token")
+        assert "stop requested" in stopped.stdout, stopped.stdout
         out, _ = submit.communicate(timeout=420)
     finally:
         if submit.poll() is None:
@@ -81,7 +90,10 @@ def test_job_submit_runs_training_and_scale_adds_a_rollout_worker(head, tmp_path
     assert "succeeded" in out.lower()
 
     rows = runs.steps(metrics)
-    assert [r["step"] for r in rows] == list(range(1, steps + 1))
+    last = rows[-1]["step"]
+    assert [r["step"] for r in rows] == list(range(1, last + 1)) and last < steps
+    assert "eval/iou" in rows[-1], "the stopped run's last step is evaluated like a last step"
+    assert (tmp_path / name / "checkpoints" / f"step_{last}").is_dir(), "and checkpointed"
     sizes = [r["pool/rollout_workers"] for r in rows]
     assert sizes[0] == 1 and sizes[-1] == 2, sizes
     after = [r for r in rows if r["pool/rollout_workers"] == 2]
