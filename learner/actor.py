@@ -35,7 +35,7 @@ from learner.models import (
 from segr1.chat import image_inputs, non_output_token_ids
 from segr1.config import Config
 from segr1.protocol import SFTItem, TrainItem
-from segr1.weights import WeightSyncGroup, iter_buckets
+from segr1.weights import WeightSyncGroup, iter_tensor_buckets
 
 
 class LearnerActor:
@@ -83,7 +83,6 @@ class LearnerActor:
         self.step = 0  # optimizer steps taken
         self.version = 0  # weights version: 0 = the checkpoint the rollout workers loaded from disk
         self._sync_group: WeightSyncGroup | None = None
-        self._pack_buffers: list[Any] = []  # host buffers reused by every publish_weights
 
     # ------------------------------------------------------------------------------------------ training
     def train_step(self, items: list[TrainItem]) -> dict[str, float]:
@@ -177,6 +176,9 @@ class LearnerActor:
     def publish_weights(self) -> tuple[int, list[Any]]:
         """Bump the version; rank 0 puts the trainable weights into the object store as buckets (one put each).
 
+        Each put copies the weights straight from the parameters into shared memory (segr1.weights: no packing
+        copy first), so the parameters may change again as soon as this returns.
+
         Every rank must call it (ZeRO-3 gathers collectively); ranks > 0 return no refs."""
         import ray
 
@@ -186,8 +188,7 @@ class LearnerActor:
         with gathered([p for _, p in named]):
             if self.rank == 0:
                 bucket_bytes = self.cfg.learner.sync.bucket_mb << 20
-                buckets = iter_buckets(named, bucket_bytes, self.version, scratch=self._pack_buffers)
-                refs = [ray.put(bucket) for bucket in buckets]  # the put copies: scratch is free again
+                refs = [ray.put(bucket) for bucket in iter_tensor_buckets(named, bucket_bytes, self.version)]
         return self.version, refs
 
     def join_weight_sync(self, host: str, port: int, world_size: int, backend: str) -> None:

@@ -39,8 +39,12 @@ class Engine(Protocol):
         """`sampling.n` completions per request, groups in request order."""
         ...
 
-    def update_weights(self, named_tensors: Iterable[tuple[str, torch.Tensor]], version: int) -> None:
-        """Load HF-named tensors in place (a subset is fine); unknown names or wrong shapes are errors."""
+    def update_weights(self, named_tensors: Iterable[tuple[str, torch.Tensor]], version: int, *,
+                       immutable: bool = False) -> None:
+        """Load HF-named tensors in place (a subset is fine); unknown names or wrong shapes are errors.
+
+        `immutable`: the tensors never change and stay valid while referenced (object-store buffers), so an
+        engine may serve from them instead of copying."""
         ...
 
 

@@ -123,6 +123,10 @@ class HFEngine:
         self.model.generation_config = GenerationConfig(eos_token_id=self.stop_ids, pad_token_id=self.pad_id)
         self.image_token_id = getattr(self.model.config, "image_token_id", None)
         self._version = 0
+        self._borrowed: set[str] = set()  # weights served from immutable object-store buffers (never written)
+        # every state_dict name -> its Parameter or buffer (tied weights: one Parameter under both names)
+        self._weights = {**dict(self.model.named_parameters(remove_duplicate=False)),
+                         **dict(self.model.named_buffers(remove_duplicate=False))}
 
     @classmethod
     def from_config(cls, cfg: Config, model_path: str) -> HFEngine:
@@ -218,14 +222,20 @@ class HFEngine:
 
     # ------------------------------------------------------------------------------------------- weights
     @torch.no_grad()
-    def update_weights(self, named_tensors: Iterable[tuple[str, torch.Tensor]], version: int) -> None:
-        """Copy HF-named tensors into the model in place (dtype/device converted); all checked before any copy."""
-        state = self.model.state_dict()
+    def update_weights(self, named_tensors: Iterable[tuple[str, torch.Tensor]], version: int, *,
+                       immutable: bool = False) -> None:
+        """Load HF-named tensors into the model in place (dtype/device converted); all checked before any load.
+
+        With `immutable` (object-store buffers), a tensor already in the model's dtype and device becomes the
+        parameter's storage instead of being copied: no copy per worker, and the workers of a node share one
+        copy of the weights. The model only reads its weights, so the read-only shared memory is never written.
+        """
+        live = self._weights
         items = list(named_tensors)  # views into the received buffers: cheap to hold while checking
-        unknown = [name for name, _ in items if name not in state]
+        unknown = [name for name, _ in items if name not in live]
         mismatched = [
-            f"{name}: got {tuple(t.shape)}, model has {tuple(state[name].shape)}"
-            for name, t in items if name in state and tuple(t.shape) != tuple(state[name].shape)
+            f"{name}: got {tuple(t.shape)}, model has {tuple(live[name].shape)}"
+            for name, t in items if name in live and tuple(t.shape) != tuple(live[name].shape)
         ]
         if unknown or mismatched:
             raise ValueError(
@@ -233,5 +243,13 @@ class HFEngine:
                 f"{len(mismatched)} shape mismatch(es) {mismatched[:5]}"
             )
         for name, tensor in items:
-            state[name].copy_(torch.as_tensor(tensor))
+            target = live[name]
+            if immutable and tensor.dtype == target.dtype and tensor.device == target.device:
+                target.data = tensor  # the module keeps its Parameter object; only its storage changes
+                self._borrowed.add(name)
+            elif name in self._borrowed:  # never write into a borrowed buffer: it is shared and read-only
+                target.data = tensor.to(dtype=target.dtype, device=target.device, copy=True)
+                self._borrowed.discard(name)
+            else:
+                target.copy_(tensor)
         self._version = int(version)

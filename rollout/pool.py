@@ -22,7 +22,7 @@ from ray.exceptions import RayActorError
 from rollout.worker import RolloutWorker
 from segr1.config import Config
 from segr1.protocol import GenerationRequest, RolloutGroup, SamplingParams
-from segr1.weights import WeightBucket
+from segr1.weights import TensorBucket, WeightBucket
 
 
 def balanced_shards(count: int, parts: int) -> list[tuple[int, int]]:
@@ -155,8 +155,8 @@ class RolloutPool:
     def update_weights(self, buckets: list[Any], version: int) -> None:
         """Deliver one broadcast (ObjectRefs or WeightBuckets, put once here) to every worker; wait for all."""
         for i, b in enumerate(buckets):
-            if not isinstance(b, (ray.ObjectRef, WeightBucket)):
-                raise TypeError(f"update_weights: item {i} is {type(b).__name__}, expected WeightBucket or ObjectRef")
+            if not isinstance(b, (ray.ObjectRef, WeightBucket, TensorBucket)):
+                raise TypeError(f"update_weights: item {i} is {type(b).__name__}, expected a weight bucket or ObjectRef")
         refs = [b if isinstance(b, ray.ObjectRef) else ray.put(b) for b in buckets]
         with self._lock:
             self._latest = (int(version), refs)

@@ -193,9 +193,11 @@ class VLLMEngine:
         )
 
     # ------------------------------------------------------------------------------------------- weights
-    def update_weights(self, named_tensors: Iterable[tuple[str, torch.Tensor]], version: int) -> None:
+    def update_weights(self, named_tensors: Iterable[tuple[str, torch.Tensor]], version: int, *,
+                       immutable: bool = False) -> None:
         """Load HF-named tensors in place (whole layers; a subset of the layers is fine); all are checked
-        (rollout.vllm_update_rules) before any is sent."""
+        (rollout.vllm_update_rules) before any is sent. vLLM always copies into its own (fused) layers, so
+        `immutable` changes nothing here."""
         if version < self._version:
             raise ValueError(
                 f"update_weights: version {version} is older than the loaded version {self._version}"

@@ -5,8 +5,9 @@
     groups = ray.get(worker.generate.remote(requests, SamplingParams(n=4)))
     ray.get(worker.update_weights.remote(bucket_refs, version=3))   # refs from the learner's ray.put
 
-Weights arrive as segr1.weights buckets: over the object store (WeightBucket objects or ObjectRefs to them,
-fetched here as zero-copy views of shared memory) or over a collective group with the learner (GPU path).
+Weights arrive as segr1.weights buckets: over the object store (ObjectRefs, fetched here as zero-copy views of
+shared memory, or bucket objects) or over a collective group with the learner (GPU path). Buckets fetched from
+the object store are immutable, so with rollout.zero_copy_weights the engine serves straight from them.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import torch
 from rollout.engine import Engine, build_engine
 from segr1.config import Config
 from segr1.protocol import GenerationRequest, RolloutGroup, SamplingParams
-from segr1.weights import WeightBucket, WeightSyncGroup, receive_weights, unpack_buckets
+from segr1.weights import TensorBucket, WeightBucket, WeightSyncGroup, receive_weights, unpack_buckets
 
 
 class RolloutWorker:
@@ -52,16 +53,19 @@ class RolloutWorker:
 
     # ------------------------------------------------------------------------------------------- weights
     def update_weights(self, buckets: list[Any], version: int) -> int:
-        """Load a broadcast: WeightBuckets or ObjectRefs to them (all of one `version`). Returns the version."""
+        """Load a broadcast: buckets or ObjectRefs to them (all of one `version`). Returns the version."""
         start = time.perf_counter()
-        if any(not isinstance(b, WeightBucket) for b in buckets):
+        from_store = any(not isinstance(b, (WeightBucket, TensorBucket)) for b in buckets)
+        if from_store:
             import ray  # only needed when refs are passed
 
             buckets = ray.get(list(buckets))  # refs nested in a list are not resolved by Ray for us
         for i, bucket in enumerate(buckets):
-            if not isinstance(bucket, WeightBucket):
-                raise TypeError(f"update_weights: item {i} is {type(bucket).__name__}, expected a WeightBucket")
-        self.engine.update_weights(unpack_buckets(buckets, version), version)
+            if not isinstance(bucket, (WeightBucket, TensorBucket)):
+                raise TypeError(f"update_weights: item {i} is {type(bucket).__name__}, expected a weight bucket")
+        # object-store buffers never change and live as long as a tensor views them: safe to serve from
+        immutable = from_store and self.cfg.rollout.zero_copy_weights
+        self.engine.update_weights(unpack_buckets(buckets, version), version, immutable=immutable)
         self._counters["updates"] += 1
         self._counters["update_s"] += time.perf_counter() - start
         return self.engine.weights_version

@@ -81,6 +81,9 @@ class RolloutConfig:
     max_new_tokens: int = 400
     max_batch_prompts: int = 32  # prompts generated together in one engine call
     max_retries: int = 1  # a shard whose worker died is re-run on a fresh worker (at the latest weights)
+    # HF engine, object-store sync: serve from the broadcast's shared memory instead of copying it (one copy of
+    # the weights per node, no copy per worker); each served version stays pinned in the object store
+    zero_copy_weights: bool = True
     system_prompt: str = ""  # empty -> segr1.chat.SYSTEM_PROMPT ({frame} is replaced)
     vllm: VLLMConfig = field(default_factory=VLLMConfig)
 

@@ -1,16 +1,21 @@
 """Weight-bucket wire format shared by the learner (sender) and the rollout workers (receivers).
 
-A model's named tensors are packed into a few large flat byte buffers ("buckets") so a broadcast moves a
-handful of big objects instead of hundreds of small ones. Over the Ray object store the learner `ray.put`s
-each bucket once and every worker `ray.get`s it: the numpy buffer comes back as a zero-copy view of shared
-memory, and `unpack_bucket` turns it into tensor views without copying again. The GPU transport
-(learner/nccl_sync.py) reuses the same layout with the buffer living on the device.
+A broadcast groups a model's named tensors into a few buckets of about `bucket_bytes`, so it moves a handful
+of big objects instead of hundreds of small ones. Two bucket forms share one reader (`unpack_buckets`):
 
-    buckets = pack_buckets(model.named_parameters(), bucket_bytes=256 << 20, version=3)
-    for name, tensor in unpack_buckets(buckets):   # read-only views: copy them into the model
+- `TensorBucket` (the object store transport): one byte array per tensor, each a view of the live tensor.
+  `ray.put` pickles it with protocol 5, which hands every array to Ray as an out-of-band buffer: the put's
+  copy into shared memory is the only copy the sender makes (no packing first), and every `ray.get` gives
+  zero-copy, read-only views of that shared memory. A rollout engine may even serve from those views
+  (rollout.zero_copy_weights), so a node holds one copy of each version however many workers it runs.
+- `WeightBucket`: one flat byte buffer with the tensors at aligned offsets. The collective transport
+  (learner/nccl_sync.py) broadcasts such buffers, on the device, and vLLM's out-of-process path ships them.
+
+    refs = [ray.put(b) for b in iter_tensor_buckets(model.named_parameters(), 256 << 20, version=3)]
+    for name, tensor in unpack_buckets(ray.get(refs)):   # read-only views
         params[name].copy_(tensor)
 
-Each tensor starts at a multiple of ALIGN bytes, so every view is aligned for its dtype (bf16 stays bf16).
+Each tensor of a flat bucket starts at a multiple of ALIGN bytes, so every view is aligned for its dtype.
 
 The collective transport lives here too, because both sides need it: `WeightSyncGroup` (learner rank 0 plus the
 rollout workers, NCCL on GPUs, gloo on CPU) and the receiver's `receive_weights`; the sender is
@@ -80,6 +85,17 @@ class WeightBucket:
         return BucketLayout(self.version, self.names, self.shapes, self.dtypes, self.offsets, int(self.buffer.size))
 
 
+@dataclass(frozen=True)
+class TensorBucket:
+    """A bucket as one uint8 array per tensor (see the module docstring: what the object store carries)."""
+
+    version: int
+    names: list[str]
+    shapes: list[tuple[int, ...]]
+    dtypes: list[str]
+    arrays: list[np.ndarray]
+
+
 def plan_layouts(
     named_tensors: Iterable[tuple[str, torch.Tensor]], bucket_bytes: int, version: int
 ) -> list[tuple[BucketLayout, list[torch.Tensor]]]:
@@ -141,26 +157,94 @@ def tensor_views(buffer: torch.Tensor, layout: BucketLayout) -> Iterator[tuple[s
 
 
 def iter_buckets(
-    named_tensors: Iterable[tuple[str, torch.Tensor]], bucket_bytes: int, version: int,
-    scratch: list[np.ndarray] | None = None,
+    named_tensors: Iterable[tuple[str, torch.Tensor]], bucket_bytes: int, version: int
 ) -> Iterator[WeightBucket]:
-    """Pack lazily, one bucket at a time, so a sender can ship bucket i while it fills bucket i + 1.
-
-    `scratch`: host buffers kept by the caller and reused across calls (grown as needed), which saves faulting
-    in fresh pages on every broadcast. Only for a caller that is done with each bucket before the next call,
-    e.g. one that `ray.put`s it (the put copies).
-    """
-    for i, (layout, tensors) in enumerate(plan_layouts(named_tensors, bucket_bytes, version)):
-        if scratch is None:
-            buffer = np.empty(layout.nbytes, dtype=np.uint8)
-        else:
-            if len(scratch) <= i:
-                scratch.append(np.empty(0, dtype=np.uint8))
-            if scratch[i].size < layout.nbytes:
-                scratch[i] = np.empty(layout.nbytes, dtype=np.uint8)
-            buffer = scratch[i][:layout.nbytes]
+    """Pack lazily into flat host buckets, one at a time (a sender can ship bucket i while it fills i + 1)."""
+    for layout, tensors in plan_layouts(named_tensors, bucket_bytes, version):
+        buffer = np.empty(layout.nbytes, dtype=np.uint8)
         fill_buffer(torch.from_numpy(buffer), layout, tensors)
         yield WeightBucket(version, layout.names, layout.shapes, layout.dtypes, layout.offsets, buffer)
+
+
+def iter_tensor_buckets(
+    named_tensors: Iterable[tuple[str, torch.Tensor]], bucket_bytes: int, version: int
+) -> Iterator[WeightBucket | TensorBucket]:
+    """The object-store form of a broadcast, built without copying host tensors.
+
+    Tensors that already lie side by side in one storage (DeepSpeed ZeRO-1/2 keeps all trainable parameters in
+    one flat buffer) ship as WeightBuckets over that storage's bytes: one buffer per bucket, which Ray copies
+    fastest. The others ship as TensorBuckets of per-tensor byte views. Every view aliases the live tensors:
+    `ray.put` each bucket (the put copies) before the tensors change again.
+    """
+    named = list(named_tensors)
+    names = [name for name, _ in named]
+    if len(set(names)) != len(names):
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        raise ValueError(f"weight(s) {repeated[:5]} appear twice in one broadcast")
+    spans, loose = storage_spans(named, bucket_bytes)
+    for span in spans:
+        yield _span_bucket(span, version)
+    for layout, tensors in plan_layouts(loose, bucket_bytes, version):
+        arrays = [_host_bytes(t) for t in tensors]
+        yield TensorBucket(version, layout.names, layout.shapes, layout.dtypes, arrays)
+
+
+MAX_GAP = 4096  # bytes of padding a span may carry between neighbouring tensors (allocator/ZeRO alignment)
+
+
+def storage_spans(
+    named: list[tuple[str, torch.Tensor]], bucket_bytes: int
+) -> tuple[list[list[tuple[str, torch.Tensor]]], list[tuple[str, torch.Tensor]]]:
+    """Split host tensors into runs of one dtype that are neighbours in one storage (each run spans <=
+    bucket_bytes, gaps <= MAX_GAP, at least two tensors) and the rest ("loose", in their given order)."""
+    by_storage: dict[tuple[int, torch.dtype], list[tuple[int, str, torch.Tensor]]] = {}
+    loose_names: set[str] = set()
+    for name, tensor in named:
+        t = tensor.detach()
+        if t.device.type == "cpu" and t.is_contiguous() and t.numel() > 0:
+            # one dtype per span: every offset stays a multiple of the element size, so receivers can view it
+            by_storage.setdefault((t.untyped_storage().data_ptr(), t.dtype), []).append((t.data_ptr(), name, t))
+        else:
+            loose_names.add(name)
+    spans: list[list[tuple[str, torch.Tensor]]] = []
+    for entries in by_storage.values():
+        entries.sort(key=lambda e: e[0])
+        run: list[tuple[int, str, torch.Tensor]] = []
+        run_start = run_end = 0
+        for start, name, t in entries:
+            end = start + t.numel() * t.element_size()
+            if run and (start - run_end > MAX_GAP or max(end, run_end) - run_start > bucket_bytes):
+                spans.append([(n, x) for _, n, x in run])
+                run = []
+            if not run:
+                run_start, run_end = start, end
+            run.append((start, name, t))
+            run_end = max(run_end, end)  # tied weights share bytes: runs may overlap themselves
+        if run:
+            spans.append([(n, x) for _, n, x in run])
+    loose_names.update(span[0][0] for span in spans if len(span) == 1)
+    spans = [span for span in spans if len(span) > 1]
+    return spans, [(name, t) for name, t in named if name in loose_names]
+
+
+def _span_bucket(span: list[tuple[str, torch.Tensor]], version: int) -> WeightBucket:
+    """A WeightBucket whose buffer is a byte view of the storage range the span's tensors cover."""
+    tensors = [t.detach() for _, t in span]
+    start = min(t.data_ptr() for t in tensors)
+    end = max(t.data_ptr() + t.numel() * t.element_size() for t in tensors)
+    storage = tensors[0].untyped_storage()
+    whole = torch.empty(0, dtype=torch.uint8).set_(storage)  # the storage as bytes, no copy
+    base = start - storage.data_ptr()
+    buffer = whole[base:base + end - start].numpy()
+    return WeightBucket(version, [n for n, _ in span], [tuple(t.shape) for t in tensors],
+                        [dtype_name(t.dtype) for t in tensors], [t.data_ptr() - start for t in tensors], buffer)
+
+
+def _host_bytes(tensor: torch.Tensor) -> np.ndarray:
+    flat = tensor.detach().reshape(-1)
+    if flat.device.type != "cpu":
+        flat = flat.cpu()
+    return flat.contiguous().view(torch.uint8).numpy()
 
 
 def pack_buckets(
@@ -170,19 +254,37 @@ def pack_buckets(
     return list(iter_buckets(named_tensors, bucket_bytes, version))
 
 
-def unpack_bucket(bucket: WeightBucket) -> Iterator[tuple[str, torch.Tensor]]:
-    """(name, tensor) zero-copy views of the bucket's buffer.
+def unpack_bucket(bucket: WeightBucket | TensorBucket) -> Iterator[tuple[str, torch.Tensor]]:
+    """(name, tensor) zero-copy views of the bucket's bytes.
 
-    A buffer fetched from the object store is read-only shared memory: treat the views as read-only and copy
-    them into the model (torch warns about non-writable buffers; that warning is expected here and silenced).
+    A buffer fetched from the object store is read-only shared memory: treat the views as read-only (torch warns
+    about non-writable buffers; that warning is expected here and silenced).
     """
+    if isinstance(bucket, TensorBucket):
+        yield from _tensor_bucket_views(bucket)
+        return
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
         flat = torch.from_numpy(bucket.buffer) if bucket.buffer.size else torch.empty(0, dtype=torch.uint8)
     yield from tensor_views(flat, bucket.layout)
 
 
-def unpack_buckets(buckets: Iterable[WeightBucket], version: int | None = None) -> Iterator[tuple[str, torch.Tensor]]:
+def _tensor_bucket_views(bucket: TensorBucket) -> Iterator[tuple[str, torch.Tensor]]:
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        flats = [torch.from_numpy(a) if a.size else torch.empty(0, dtype=torch.uint8) for a in bucket.arrays]
+    for name, shape, dtype, flat in zip(bucket.names, bucket.shapes, bucket.dtypes, flats, strict=True):
+        dt = dtype_of(dtype)
+        expected = int(np.prod(shape, dtype=np.int64)) * torch.empty((), dtype=dt).element_size()
+        if flat.numel() != expected:
+            raise ValueError(f"weight {name!r}: bucket holds {flat.numel()} bytes, shape {shape} {dtype} needs "
+                             f"{expected}")
+        yield name, flat.view(dt).view(shape)
+
+
+def unpack_buckets(
+    buckets: Iterable[WeightBucket | TensorBucket], version: int | None = None
+) -> Iterator[tuple[str, torch.Tensor]]:
     """All tensors of a broadcast; every bucket must carry `version` (default: the first bucket's)."""
     for i, bucket in enumerate(buckets):
         if version is None:

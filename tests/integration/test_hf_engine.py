@@ -171,3 +171,31 @@ def test_weight_update_rejects_unknown_names_and_wrong_shapes_without_touching_t
         engine.update_weights([("lm_head.weight", torch.zeros(3, 3))], version=5)
     assert torch.equal(engine.model.state_dict()["lm_head.weight"], before)
     assert engine.weights_version == 0
+
+
+def test_immutable_update_serves_from_the_given_buffers_and_never_writes_them(model_path):
+    """Object-store path: same outputs as copying, the model reads the broadcast's own memory (no copy), and a
+    later copying update replaces borrowed storage instead of writing into the shared, read-only buffers."""
+    borrowing, copying = HFEngine(model_path, dtype="float32"), HFEngine(model_path, dtype="float32")
+    update = _perturbed(borrowing, seed=1)
+    frozen = [(n, t.clone()) for n, t in update]
+    borrowing.update_weights(iter(update), version=1, immutable=True)
+    copying.update_weights(iter(update), version=1)
+    params = dict(borrowing.model.named_parameters(remove_duplicate=False))
+    assert all(params[n].data_ptr() == t.data_ptr() for n, t in update)  # served in place: nothing copied
+    copied = dict(copying.model.named_parameters(remove_duplicate=False))
+    assert all(copied[n].data_ptr() != t.data_ptr() for n, t in update)
+    request = _request(3)
+    sampled = SamplingParams(n=2, max_new_tokens=10, seed=4)
+    a, b = borrowing.generate([request], sampled)[0], copying.generate([request], sampled)[0]
+    assert [c.token_ids for c in a.completions] == [c.token_ids for c in b.completions]
+    assert [c.logprobs for c in a.completions] == [c.logprobs for c in b.completions]
+
+    # A bf16 tensor cannot be served by a float32 model: it is converted (copied) instead.
+    name, tensor = update[0]
+    borrowing.update_weights([(name, tensor.to(torch.bfloat16))], version=2, immutable=True)
+    assert params[name].data_ptr() != tensor.data_ptr() and params[name].dtype == torch.float32
+    # A copying update of a borrowed weight leaves the borrowed buffer untouched.
+    name, tensor = update[1]
+    borrowing.update_weights([(name, torch.zeros_like(tensor))], version=3)
+    assert torch.equal(tensor, dict(frozen)[name]) and not params[name].any()

@@ -3,6 +3,8 @@ late joiners at the latest version, shrinking, and a worker that dies mid-run.""
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 import torch
@@ -109,7 +111,10 @@ def test_update_weights_reaches_every_worker_and_late_joiners(pool, local):
 
 def test_dead_workers_are_replaced_at_the_latest_weights(pool, local):
     first_dead_id, first_dead = pool.workers[1]
-    ray.kill(first_dead)
+    ray.kill(first_dead)  # asynchronous: the actor dies shortly after
+    deadline = time.monotonic() + 60
+    while pool.stats()["dead_workers"] != 1 and time.monotonic() < deadline:
+        time.sleep(0.2)
     assert pool.stats()["dead_workers"] == 1  # reported, not raised
     update = _new_weights(local, seed=2)
     pool.update_weights(pack_buckets(iter(update), bucket_bytes=1 << 20, version=2), version=2)  # plain buckets

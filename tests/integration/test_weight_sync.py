@@ -14,6 +14,7 @@ import torch
 from learner_helpers import learner_config, make_items, max_abs_diff, with_logprobs
 
 from segr1.protocol import GenerationRequest, SamplingParams, TrainItem
+from segr1.weights import TensorBucket, WeightBucket
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
@@ -25,6 +26,20 @@ def engine_weights(worker) -> dict[str, torch.Tensor]:
 
     return ray.get(worker.__ray_call__.remote(
         lambda self: {k: v.detach().clone() for k, v in self.engine.model.state_dict().items()}))
+
+
+def served_from_store(worker, refs) -> int:
+    """How many of the broadcast's tensors the worker's engine parameters point into (in the worker)."""
+    import ray
+
+    def count(self, refs) -> int:  # nested: Ray ships it by value (the test module is not importable there)
+        from segr1.weights import unpack_buckets
+
+        addresses = {name: t.data_ptr() for name, t in unpack_buckets(ray.get(refs))}  # the same shared memory
+        params = dict(self.engine.model.named_parameters(remove_duplicate=False))
+        return sum(params[name].data_ptr() == address for name, address in addresses.items())
+
+    return ray.get(worker.__ray_call__.remote(count, refs))
 
 
 @pytest.fixture(scope="module")
@@ -72,10 +87,17 @@ def test_object_store_broadcast_is_bit_identical_and_logprobs_match(setup):
 
     version, refs = learner.publish_weights()
     assert version == 1 and len(refs) > 1  # 1 MB buckets: the tiny model spans several
+    # ZeRO-1 keeps the parameters in one flat buffer: they ship as byte ranges of it, not packed copies
+    fetched = ray.get(refs)
+    loose = [n for b in fetched if isinstance(b, TensorBucket) for n in b.names]
+    assert any(isinstance(b, WeightBucket) for b in fetched)
+    assert loose == ["lm_head.weight"]  # 0.85 MB: no 1 MB bucket has room for a neighbour, so it ships alone
     assert ray.get([w.update_weights.remote(refs, version) for w in workers]) == [version, version]
     sent = learner.full_state_dict()
     for worker in workers:
         assert max_abs_diff(engine_weights(worker), sent) == 0.0
+        # rollout.zero_copy_weights: each worker's parameters are the object store's buffers, not copies
+        assert served_from_store(worker, refs) == len(sent)
 
     engine_lp, learner_lp = sample_and_score(learner, workers[1], processor)
     assert engine_lp == pytest.approx(learner_lp, abs=1e-4)

@@ -8,8 +8,11 @@ import torch
 
 from segr1.weights import (
     ALIGN,
+    MAX_GAP,
     BucketLayout,
+    TensorBucket,
     WeightBucket,
+    iter_tensor_buckets,
     pack_buckets,
     plan_layouts,
     unpack_bucket,
@@ -96,3 +99,84 @@ def test_truncated_buffer_and_unknown_dtype_are_named():
     odd = WeightBucket(0, ["w"], [(4,)], ["complex32"], [0], np.zeros(16, dtype=np.uint8))
     with pytest.raises(ValueError, match="unknown weight dtype 'complex32'"):
         list(unpack_bucket(odd))
+
+
+def test_tensor_buckets_alias_the_tensors_and_survive_out_of_band_pickling_bit_exactly():
+    """The object-store form: no packing copy on the sender (the views alias the tensors), and pickle protocol 5
+    (what ray.put uses) moves every array as its own out-of-band buffer, which the receiver views in place."""
+    import pickle
+
+    source = _tensors()
+    buckets = list(iter_tensor_buckets(source, bucket_bytes=100, version=4))
+    assert len(buckets) > 1 and [n for b in buckets for n in b.names] == [n for n, _ in source]
+    for bucket in buckets:
+        for name, array in zip(bucket.names, bucket.arrays):
+            tensor = dict(source)[name]
+            if tensor.is_contiguous() and tensor.numel():
+                assert array.ctypes.data == tensor.data_ptr(), f"{name} was copied"
+
+    out_of_band: list[pickle.PickleBuffer] = []
+    wire = [pickle.dumps(b, protocol=5, buffer_callback=out_of_band.append) for b in buckets]
+    assert len(out_of_band) == sum(len(b.arrays) for b in buckets)  # no array went in-band (copied)
+    received_buffers = [bytearray(buf.raw()) for buf in out_of_band]  # what lands in shared memory
+    it = iter(received_buffers)
+    received = [pickle.loads(w, buffers=[next(it) for _ in b.arrays]) for w, b in zip(wire, buckets)]
+    got = list(unpack_buckets(received, version=4))
+    for (name, want), (got_name, tensor) in zip(source, got):
+        assert got_name == name and tensor.dtype == want.dtype and tensor.shape == want.shape
+        assert torch.equal(tensor.reshape(-1).view(torch.uint8), want.reshape(-1).view(torch.uint8)), name
+    # and the receiver's tensors view the received buffers: nothing copied there either
+    first = received[0]
+    ((_, view), *_) = list(unpack_buckets([first]))
+    assert view.data_ptr() == np.frombuffer(received_buffers[0], dtype=np.uint8).ctypes.data
+
+
+def test_tensor_bucket_with_wrong_byte_count_names_the_weight():
+    bad = TensorBucket(0, ["w"], [(4,)], ["float32"], [np.zeros(8, dtype=np.uint8)])
+    with pytest.raises(ValueError, match="'w'.*8 bytes"):
+        list(unpack_buckets([bad]))
+
+
+def _pickle5_round_trip(buckets):
+    """What ray.put / ray.get do: protocol 5 with every buffer out of band, landing in fresh memory."""
+    import pickle
+
+    out = []
+    for bucket in buckets:
+        buffers: list[pickle.PickleBuffer] = []
+        wire = pickle.dumps(bucket, protocol=5, buffer_callback=buffers.append)
+        out.append(pickle.loads(wire, buffers=[bytearray(b.raw()) for b in buffers]))
+    return out
+
+
+def test_neighbours_in_one_storage_ship_as_one_buffer_over_that_storage():
+    """ZeRO-1/2 keep the trainable parameters in one flat buffer: they ship as that buffer's bytes (one buffer per
+    bucket, nothing packed), split at bucket_bytes and at large gaps; others ship as per-tensor views."""
+    flat = torch.randn(4096)
+    named = [
+        ("a", flat[0:100].view(10, 10)),
+        ("b", flat[104:204]),  # 16 bytes of padding before it: still one span
+        ("tied", flat[104:204]),  # an alias of b (tied weights): same bytes, both names
+        ("c", flat[300:400].view(4, 25)),
+        ("far", flat[300 + MAX_GAP // 4 + 200: 300 + MAX_GAP // 4 + 300]),  # beyond MAX_GAP: its own run
+        ("alone", torch.ones(3, dtype=torch.bfloat16)),
+    ]
+    buckets = list(iter_tensor_buckets(named, bucket_bytes=1 << 20, version=2))
+    spans = [b for b in buckets if isinstance(b, WeightBucket)]
+    assert [sorted(b.names) for b in spans] == [["a", "b", "c", "tied"]]
+    (span,) = spans
+    assert span.buffer.ctypes.data == flat.data_ptr()  # a view of the storage: no copy
+    assert span.buffer.size == 400 * 4 and span.offsets[span.names.index("b")] == 104 * 4
+    loose = [n for b in buckets if isinstance(b, TensorBucket) for n in b.names]
+    assert sorted(loose) == ["alone", "far"]
+
+    received = dict(unpack_buckets(_pickle5_round_trip(buckets), version=2))
+    assert sorted(received) == sorted(n for n, _ in named)
+    for name, want in named:
+        assert torch.equal(received[name], want) and received[name].shape == want.shape, name
+
+    # bucket_bytes bounds a span: 4 tensors of 400 bytes in 1000-byte buckets -> runs of two
+    small = list(iter_tensor_buckets([(f"w{i}", flat[i * 100:(i + 1) * 100]) for i in range(4)], 1000, 0))
+    assert [b.names for b in small] == [["w0", "w1"], ["w2", "w3"]]
+    with pytest.raises(ValueError, match="appear twice"):
+        list(iter_tensor_buckets([("a", flat[:2]), ("a", flat[2:4])], 1 << 20, 0))
