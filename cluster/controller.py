@@ -157,7 +157,7 @@ class Controller:
 
         A batch generated k batches ahead is trained on at most k versions after the weights it saw."""
         algo = self.cfg.algorithm
-        while len(self._ahead) < algo.max_staleness and self.step + 1 + len(self._ahead) < self.cfg.run.steps:
+        while len(self._ahead) < algo.max_staleness and self.step + 1 + len(self._ahead) < self.last_step:
             cursor = self.sampler.state_dict()  # a checkpoint taken now resumes from the oldest pending draw
             step = self.step + 1 + len(self._ahead)
             self._ahead.append((cursor, self._executor.submit(self._collect, step, self._draw())))
