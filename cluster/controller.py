@@ -280,4 +280,8 @@ class Controller:
             self.pools.learner.export_hf(str(self.cfg.run_dir / "hf_model"))
         self.log.close()
         self._executor.shutdown(wait=True)
-        return summarize(self.cfg, self.cfg.run_dir, self.history)
+        summary = summarize(self.cfg, self.cfg.run_dir, self.history)
+        if self.step < self.cfg.run.steps:
+            summary["stopped_at"] = self.step
+            summary["text"] += f"\nstopped by `segr1 stop` after step {self.step} of {self.cfg.run.steps}"
+        return summary

@@ -92,6 +92,7 @@ def test_job_submit_runs_training_and_scale_adds_a_rollout_worker(head, tmp_path
     rows = runs.steps(metrics)
     last = rows[-1]["step"]
     assert [r["step"] for r in rows] == list(range(1, last + 1)) and last < steps
+    assert f"stopped by `segr1 stop` after step {last} of {steps}" in out  # the summary says so
     assert "eval/iou" in rows[-1], "the stopped run's last step is evaluated like a last step"
     assert (tmp_path / name / "checkpoints" / f"step_{last}").is_dir(), "and checkpointed"
     sizes = [r["pool/rollout_workers"] for r in rows]
