@@ -3,19 +3,24 @@
 A broadcast groups a model's named tensors into a few buckets of about `bucket_bytes`, so it moves a handful
 of big objects instead of hundreds of small ones. Two bucket forms share one reader (`unpack_buckets`):
 
-- `TensorBucket` (the object store transport): one byte array per tensor, each a view of the live tensor.
-  `ray.put` pickles it with protocol 5, which hands every array to Ray as an out-of-band buffer: the put's
-  copy into shared memory is the only copy the sender makes (no packing first), and every `ray.get` gives
-  zero-copy, read-only views of that shared memory. A rollout engine may even serve from those views
-  (rollout.zero_copy_weights), so a node holds one copy of each version however many workers it runs.
-- `WeightBucket`: one flat byte buffer with the tensors at aligned offsets. The collective transport
-  (learner/nccl_sync.py) broadcasts such buffers, on the device, and vLLM's out-of-process path ships them.
+- `WeightBucket`: one flat byte buffer with the tensors at offsets. `pack_buckets` copies tensors into such a
+  buffer at ALIGN-byte offsets (the collective transport in learner/nccl_sync.py broadcasts these, on the
+  device, and vLLM's out-of-process path ships them). For the object store, `iter_tensor_buckets` instead
+  makes the buffer a view of the storage the tensors already share (DeepSpeed ZeRO-1/2's flat parameter
+  buffer), at the offsets they have there: nothing is packed.
+- `TensorBucket`: one byte array per tensor, each a view of the live tensor, for tensors with no neighbours.
+
+`ray.put` pickles either with protocol 5, which hands every array to Ray as an out-of-band buffer: the put's
+copy into shared memory is the only copy the sender makes, and every `ray.get` gives zero-copy, read-only
+views of that shared memory. A rollout engine may even serve from those views (rollout.zero_copy_weights), so
+a node holds one copy of each version however many workers it runs.
 
     refs = [ray.put(b) for b in iter_tensor_buckets(model.named_parameters(), 256 << 20, version=3)]
     for name, tensor in unpack_buckets(ray.get(refs)):   # read-only views
         params[name].copy_(tensor)
 
-Each tensor of a flat bucket starts at a multiple of ALIGN bytes, so every view is aligned for its dtype.
+Every offset is a multiple of its tensor's element size (one dtype per shared-storage bucket), so every view
+is aligned for its dtype (bf16 stays bf16).
 
 The collective transport lives here too, because both sides need it: `WeightSyncGroup` (learner rank 0 plus the
 rollout workers, NCCL on GPUs, gloo on CPU) and the receiver's `receive_weights`; the sender is
@@ -25,6 +30,7 @@ learner.nccl_sync.send_weights.
 from __future__ import annotations
 
 import warnings
+from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
@@ -146,14 +152,17 @@ def fill_buffer(dest: torch.Tensor, layout: BucketLayout, tensors: list[torch.Te
             dest[offset:offset + flat.numel()].copy_(flat)
 
 
+def _nbytes(shape: tuple[int, ...], dtype: torch.dtype) -> int:
+    return int(np.prod(shape, dtype=np.int64)) * torch.empty((), dtype=dtype).element_size()
+
+
 def tensor_views(buffer: torch.Tensor, layout: BucketLayout) -> Iterator[tuple[str, torch.Tensor]]:
     """(name, tensor) views into the flat uint8 `buffer` ([nbytes]); nothing is copied."""
     if buffer.numel() < layout.nbytes:
         raise ValueError(f"bucket buffer holds {buffer.numel()} bytes, its layout needs {layout.nbytes}")
     for name, shape, dtype, offset in zip(layout.names, layout.shapes, layout.dtypes, layout.offsets):
         dt = dtype_of(dtype)
-        size = int(np.prod(shape, dtype=np.int64)) * torch.empty((), dtype=dt).element_size()
-        yield name, buffer[offset:offset + size].view(dt).view(shape)
+        yield name, buffer[offset:offset + _nbytes(shape, dt)].view(dt).view(shape)
 
 
 def iter_buckets(
@@ -177,9 +186,8 @@ def iter_tensor_buckets(
     `ray.put` each bucket (the put copies) before the tensors change again.
     """
     named = list(named_tensors)
-    names = [name for name, _ in named]
-    if len(set(names)) != len(names):
-        repeated = sorted({n for n in names if names.count(n) > 1})
+    repeated = sorted(name for name, count in Counter(name for name, _ in named).items() if count > 1)
+    if repeated:
         raise ValueError(f"weight(s) {repeated[:5]} appear twice in one broadcast")
     spans, loose = storage_spans(named, bucket_bytes)
     for span in spans:
@@ -275,7 +283,7 @@ def _tensor_bucket_views(bucket: TensorBucket) -> Iterator[tuple[str, torch.Tens
         flats = [torch.from_numpy(a) if a.size else torch.empty(0, dtype=torch.uint8) for a in bucket.arrays]
     for name, shape, dtype, flat in zip(bucket.names, bucket.shapes, bucket.dtypes, flats, strict=True):
         dt = dtype_of(dtype)
-        expected = int(np.prod(shape, dtype=np.int64)) * torch.empty((), dtype=dt).element_size()
+        expected = _nbytes(shape, dt)
         if flat.numel() != expected:
             raise ValueError(f"weight {name!r}: bucket holds {flat.numel()} bytes, shape {shape} {dtype} needs "
                              f"{expected}")
