@@ -74,12 +74,29 @@ def connect(cfg: Config) -> None:
     if address:
         ray.init(address=address, namespace=NAMESPACE)
         return
+    if cfg.cluster.loopback_only:
+        _bind_to_loopback()
     ray.init(
         num_cpus=local_cpus(cfg), namespace=NAMESPACE, include_dashboard=cfg.cluster.dashboard,
         dashboard_host=cfg.cluster.dashboard_host, dashboard_port=cfg.cluster.dashboard_port,
         _metrics_export_port=cfg.cluster.metrics_export_port or _free_port(),
         _system_config={"metrics_report_interval_ms": int(cfg.cluster.metrics_report_s * 1000)},
     )
+
+
+def _bind_to_loopback() -> None:
+    """Make the local cluster a loopback-only node: every server Ray starts then listens on 127.0.0.1.
+
+    Ray turns a node IP of 127.0.0.1 into the host's external address (`ray.init(_node_ip_address=...)` is
+    resolved away), except when multi-node clusters are switched off, as Ray does on macOS and Windows: then the
+    node IP is the loopback address and the GCS, raylet, object manager, workers, agents and metrics exporter
+    bind to it. Ray reads the switch from the environment once at import, so the module constant is set too;
+    the variable is inherited by the processes Ray spawns.
+    """
+    from ray._private import ray_constants
+
+    os.environ[ray_constants.ENABLE_RAY_CLUSTERS_ENV_VAR] = "0"
+    ray_constants.ENABLE_RAY_CLUSTER = False
 
 
 def local_cpus(cfg: Config) -> int:

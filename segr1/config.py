@@ -192,6 +192,10 @@ class ClusterConfig:
     dashboard_port: int = 8265
     metrics_export_port: int = 8080  # Prometheus scrape port of the local node (0 = pick a free one)
     metrics_report_s: float = 10.0  # local cluster only: how often Ray's metrics agent publishes
+    # local cluster only: bind every port (GCS, raylet, object manager, workers, agents, metrics, dashboard) to
+    # 127.0.0.1, so nothing on this machine is reachable from the network. false: bind to the host's address
+    # (needed only if other machines should join this local cluster; prefer `ray start` for that).
+    loopback_only: bool = True
 
 
 @dataclass(frozen=True)
@@ -309,6 +313,9 @@ def validate(cfg: Config) -> Config:
         raise ConfigError("reward.require_think: the points grammar has no think block; set it to false")
     if cfg.checkpoint.keep < 1:
         raise ConfigError(f"checkpoint.keep: must be >= 1, got {cfg.checkpoint.keep}")
+    if cfg.cluster.loopback_only and cfg.cluster.dashboard_host not in ("127.0.0.1", "localhost", "::1"):
+        raise ConfigError(f"cluster.dashboard_host: {cfg.cluster.dashboard_host!r} would expose the dashboard "
+                          "of a loopback-only local cluster; set cluster.loopback_only=false as well")
     return cfg
 
 

@@ -24,6 +24,29 @@ TINY = [
 ]
 
 
+def listening_sockets(pid: int) -> list[tuple[int, str, str, int]]:
+    """(pid, process name, ip, port) of every listening TCP socket of `pid` and all its descendants."""
+    import psutil
+
+    root = psutil.Process(pid)
+    found = []
+    for proc in [root, *root.children(recursive=True)]:
+        try:
+            found += [(proc.pid, proc.name(), c.laddr.ip, c.laddr.port)
+                      for c in proc.net_connections(kind="inet") if c.status == psutil.CONN_LISTEN]
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue  # a worker that exited meanwhile
+    return found
+
+
+def is_loopback(ip: str) -> bool:
+    import ipaddress
+
+    address = ipaddress.ip_address(ip)
+    mapped = getattr(address, "ipv4_mapped", None)  # "::ffff:127.0.0.1" is IPv4 loopback on a dual-stack socket
+    return (mapped or address).is_loopback
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

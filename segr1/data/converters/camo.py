@@ -20,10 +20,11 @@ SPLITS = ("train", "test")
 _FOLDERS = {"train": "Train", "test": "Test"}
 
 
-def convert(root: str, out: str, split: str = "train", *, allow_unmatched: bool = False) -> ConvertStats:
+def convert(root: str, out: str, split: str = "train", *, allow_unmatched: bool = False,
+            skip_bad: bool = False) -> ConvertStats:
     check_split("camo", split, SPLITS)
     image_dir = require_dir(Path(root) / "Images" / _FOLDERS[split], f"CAMO {split} images")
     mask_dir = require_dir(Path(root) / "GT", "CAMO masks (train and test together)")
-    stats = ConvertStats("camo", split, str(out))
+    stats = ConvertStats("camo", split, str(out), skip_bad=skip_bad)
     pairs = pair_folders(image_dir, mask_dir, stats, allow_unmatched=allow_unmatched)
     return convert_foreground_pairs(pairs, stats)

@@ -26,12 +26,13 @@ def is_camouflaged(stem: str) -> bool:
     return stem.startswith("COD10K-CAM-")
 
 
-def convert(root: str, out: str, split: str = "train", *, allow_unmatched: bool = False) -> ConvertStats:
+def convert(root: str, out: str, split: str = "train", *, allow_unmatched: bool = False,
+            skip_bad: bool = False) -> ConvertStats:
     check_split("cod10k", split, SPLITS)
     split_dir = Path(root) / _FOLDERS[split]
     image_dir = require_dir(split_dir / "Image", "COD10K-v3 images")
     mask_dir = require_dir(split_dir / "GT_Object", "COD10K-v3 object masks")
-    stats = ConvertStats("cod10k", split, str(out))
+    stats = ConvertStats("cod10k", split, str(out), skip_bad=skip_bad)
     pairs = pair_folders(image_dir, mask_dir, stats, include=is_camouflaged,
                          excluded_reason="not camouflaged (COD10K-NonCAM)", allow_unmatched=allow_unmatched)
     return convert_foreground_pairs(pairs, stats)

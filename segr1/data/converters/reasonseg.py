@@ -13,14 +13,20 @@ The instruction is the first question; `all_texts=True` writes one row per quest
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import cv2
 import numpy as np
 
 from segr1.data.codec import decode_image, mask_to_png
-from segr1.data.converters.common import IMAGE_EXTENSIONS, ConvertStats, check_split, require_dir, write_rows
+from segr1.data.converters.common import (
+    IMAGE_EXTENSIONS,
+    ConvertStats,
+    check_split,
+    require_dir,
+    sample_rows,
+    write_rows,
+)
 from segr1.data.errors import DataError
 from segr1.data.schema import Row
 
@@ -83,30 +89,28 @@ def _questions(annotation: dict, json_path: Path) -> list[str]:
     return questions
 
 
-def _rows(pairs: list[tuple[str, Path, Path]], source: str, all_texts: bool,
-          stats: ConvertStats) -> Iterator[Row]:
-    for stem, image_path, json_path in pairs:
-        image_bytes = image_path.read_bytes()
-        height, width = decode_image(image_bytes, path=str(image_path), column="file").shape[:2]
-        annotation = read_annotation(json_path)
-        target, ignore = rasterize(annotation, height, width, json_path, stats)
-        questions = _questions(annotation, json_path)
-        if not all_texts and len(questions) > 1:
-            stats.skip("further questions (all_texts=False)", json_path, count=len(questions) - 1)
-            questions = questions[:1]
-        mask_png = mask_to_png(target)
-        ignore_png = mask_to_png(ignore) if ignore.any() else None
-        for number, question in enumerate(questions):
-            yield Row(sample_id=f"{source}/{stem}/{number}", image=image_bytes, mask=mask_png,
-                      instruction=question, task="reasoning", source=source, width=width, height=height,
-                      ignore=ignore_png)
+def _sample_rows(stem: str, image_path: Path, json_path: Path, source: str, all_texts: bool,
+                 stats: ConvertStats) -> list[Row]:
+    image_bytes = image_path.read_bytes()
+    height, width = decode_image(image_bytes, path=str(image_path), column="file").shape[:2]
+    annotation = read_annotation(json_path)
+    target, ignore = rasterize(annotation, height, width, json_path, stats)
+    questions = _questions(annotation, json_path)
+    if not all_texts and len(questions) > 1:
+        stats.skip("further questions (all_texts=False)", json_path, count=len(questions) - 1)
+        questions = questions[:1]
+    mask_png = mask_to_png(target)
+    ignore_png = mask_to_png(ignore) if ignore.any() else None
+    return [Row(sample_id=f"{source}/{stem}/{number}", image=image_bytes, mask=mask_png, instruction=question,
+                task="reasoning", source=source, width=width, height=height, ignore=ignore_png)
+            for number, question in enumerate(questions)]
 
 
 def convert(root: str, out: str, split: str = "val", *, all_texts: bool = False,
-            allow_unmatched: bool = False) -> ConvertStats:
+            allow_unmatched: bool = False, skip_bad: bool = False) -> ConvertStats:
     check_split("reasonseg", split, SPLITS)
     split_dir = require_dir(Path(root) / split, f"ReasonSeg {split} images and LabelMe jsons")
-    stats = ConvertStats("reasonseg", split, str(out))
+    stats = ConvertStats("reasonseg", split, str(out), skip_bad=skip_bad)
     images: dict[str, Path] = {}
     jsons: dict[str, Path] = {}
     for path in sorted(split_dir.iterdir()):
@@ -121,12 +125,17 @@ def convert(root: str, out: str, split: str = "val", *, all_texts: bool = False,
             found[path.stem] = path
     pairs = []
     for stem in sorted(images):
+        problem = f"no LabelMe json {stem}.json beside the image"
         if stem in jsons:
             pairs.append((stem, images[stem], jsons[stem]))
+        elif skip_bad:
+            stats.reject(images[stem], problem)
         elif allow_unmatched:
             stats.skip("image without json", images[stem])
         else:
-            raise DataError(str(images[stem]), f"no LabelMe json {stem}.json beside the image")
+            raise DataError(str(images[stem]), problem)
     for stem in sorted(jsons.keys() - images.keys()):
         stats.skip("json without image", jsons[stem])
-    return write_rows(_rows(pairs, f"reasonseg-{split}", all_texts, stats), stats)
+    source = f"reasonseg-{split}"
+    rows = sample_rows(pairs, lambda pair: _sample_rows(*pair, source, all_texts, stats), stats)
+    return write_rows(rows, stats)

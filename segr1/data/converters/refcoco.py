@@ -18,15 +18,22 @@ import contextlib
 import io
 import pickle
 from collections import defaultdict
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 
 from segr1.data.codec import decode_image, mask_to_png
-from segr1.data.converters.common import ConvertStats, check_split, require_dir, require_file, write_rows
+from segr1.data.converters.common import (
+    ConvertStats,
+    check_split,
+    require_dir,
+    require_file,
+    sample_rows,
+    write_rows,
+)
 from segr1.data.errors import DataError
 from segr1.data.schema import Row, referring_instruction
+from segr1.errors import UsageError
 
 DATASET_SPLITS = {
     "refcoco": ("unc", ("val", "testA", "testB", "train")),
@@ -54,7 +61,10 @@ def load_coco(path: Path):
 
     require_file(path, "COCO instances.json of the referred objects")
     with contextlib.redirect_stdout(io.StringIO()):
-        return COCO(str(path))
+        try:
+            return COCO(str(path))
+        except (ValueError, KeyError, TypeError, AssertionError) as error:  # bad JSON; not a COCO dict (asserted)
+            raise DataError(str(path), f"unreadable COCO instances json ({type(error).__name__}: {error})") from error
 
 
 def _expressions(refs: list[dict], refs_path: Path,
@@ -70,50 +80,62 @@ def _expressions(refs: list[dict], refs_path: Path,
     return by_image
 
 
-def _rows(coco, instances_path: Path, by_image: dict[int, list[tuple[dict, dict]]], image_dir: Path,
-          source: str, one_per_image: bool, seed: int) -> Iterator[Row]:
+def _draw(by_image: dict[int, list[tuple[dict, dict]]], one_per_image: bool,
+          seed: int) -> list[tuple[int, list[tuple[dict, dict]]]]:
+    """(image_id, [(ref, sentence)]) in image order; `one_per_image` keeps one drawn expression each (seeded)."""
     rng = np.random.default_rng(seed)
+    drawn = []
     for image_id in sorted(by_image):
         pairs = by_image[image_id]
         if one_per_image:
             pairs = [pairs[int(rng.integers(len(pairs)))]]
-        if image_id not in coco.imgs:
-            raise DataError(str(instances_path), f"has no image {image_id} (referred to by the refs)")
-        info = coco.imgs[image_id]
-        image_path = image_dir / info["file_name"]
-        if not image_path.is_file():
-            raise DataError(str(image_path), f"missing image file of image_id {image_id}")
-        image_bytes = image_path.read_bytes()
-        height, width = decode_image(image_bytes, path=str(image_path), column="file").shape[:2]
-        if (height, width) != (info["height"], info["width"]):
-            raise DataError(str(image_path), f"image is {width}x{height}, instances.json says "
-                            f"{info['width']}x{info['height']}")
-        masks: dict[int, bytes] = {}
-        for ref, sentence in pairs:
-            ann_id = int(ref["ann_id"])
-            if ann_id not in coco.anns:
-                problem = f"has no annotation {ann_id} (referred to by ref {ref.get('ref_id')})"
-                raise DataError(str(instances_path), problem)
-            if ann_id not in masks:
-                masks[ann_id] = mask_to_png(coco.annToMask(coco.anns[ann_id]) > 0)
-            text = str(sentence.get("sent", sentence.get("raw", ""))).strip()
-            sentence_id = sentence.get("sent_id", f"{ref.get('ref_id')}-{text}")
-            yield Row(sample_id=f"{source}/{sentence_id}", image=image_bytes, mask=masks[ann_id],
-                      instruction=referring_instruction(text), task="referring", source=source,
-                      width=width, height=height)
+        drawn.append((image_id, pairs))
+    return drawn
+
+
+def _image_rows(coco, instances_path: Path, image_id: int, pairs: list[tuple[dict, dict]], image_dir: Path,
+                source: str) -> list[Row]:
+    """The rows of one image: one per referring expression."""
+    if image_id not in coco.imgs:
+        raise DataError(str(instances_path), f"has no image {image_id} (referred to by the refs)")
+    info = coco.imgs[image_id]
+    image_path = image_dir / info["file_name"]
+    if not image_path.is_file():
+        raise DataError(str(image_path), f"missing image file of image_id {image_id}")
+    image_bytes = image_path.read_bytes()
+    height, width = decode_image(image_bytes, path=str(image_path), column="file").shape[:2]
+    if (height, width) != (info["height"], info["width"]):
+        raise DataError(str(image_path), f"image is {width}x{height}, instances.json says "
+                        f"{info['width']}x{info['height']}")
+    masks: dict[int, bytes] = {}
+    rows = []
+    for ref, sentence in pairs:
+        ann_id = int(ref["ann_id"])
+        if ann_id not in coco.anns:
+            problem = f"has no annotation {ann_id} (referred to by ref {ref.get('ref_id')})"
+            raise DataError(str(instances_path), problem)
+        if ann_id not in masks:
+            masks[ann_id] = mask_to_png(coco.annToMask(coco.anns[ann_id]) > 0)
+        text = str(sentence.get("sent", sentence.get("raw", ""))).strip()
+        sentence_id = sentence.get("sent_id", f"{ref.get('ref_id')}-{text}")
+        rows.append(Row(sample_id=f"{source}/{sentence_id}", image=image_bytes, mask=masks[ann_id],
+                        instruction=referring_instruction(text), task="referring", source=source,
+                        width=width, height=height))
+    return rows
 
 
 def convert(root: str, out: str, split: str = "val", *, dataset: str = "refcoco", split_by: str | None = None,
-            image_dir: str | None = None, one_per_image: bool = False, seed: int = 0) -> ConvertStats:
+            image_dir: str | None = None, one_per_image: bool = False, seed: int = 0,
+            skip_bad: bool = False) -> ConvertStats:
     if dataset not in DATASET_SPLITS:
-        raise ValueError(f"unknown referring dataset {dataset!r}, expected one of {tuple(DATASET_SPLITS)}")
+        raise UsageError(f"dataset: unknown referring dataset {dataset!r}, expected one of {tuple(DATASET_SPLITS)}")
     default_split_by, splits = DATASET_SPLITS[dataset]
     check_split(dataset, split, splits)
     dataset_dir = require_dir(Path(root) / dataset, f"{dataset} refs and instances.json")
     refs_path = dataset_dir / f"refs({split_by or default_split_by}).p"
     images = require_dir(Path(image_dir) if image_dir else Path(root) / "images" / "train2014",
                          "COCO train2014 images")
-    stats = ConvertStats(dataset, split, str(out))
+    stats = ConvertStats(dataset, split, str(out), skip_bad=skip_bad)
     refs = load_refs(refs_path)
     in_split = [ref for ref in refs if ref.get("split") == split]
     if len(in_split) < len(refs):
@@ -125,5 +147,7 @@ def convert(root: str, out: str, split: str = "val", *, dataset: str = "refcoco"
         dropped = sum(len(pairs) - 1 for pairs in by_image.values())
         if dropped:
             stats.skip("expressions not drawn (one_per_image)", refs_path, count=dropped)
-    rows = _rows(coco, instances_path, by_image, images, f"{dataset}-{split}", one_per_image, seed)
+    source = f"{dataset}-{split}"
+    rows = sample_rows(_draw(by_image, one_per_image, seed),
+                       lambda drawn: _image_rows(coco, instances_path, *drawn, images, source), stats)
     return write_rows(rows, stats)
