@@ -3,7 +3,7 @@ in-place weight updates; Qwen2.5-VL-style models on GPUs, text-only models on th
 
     engine = VLLMEngine(model_path, gpu_memory_utilization=0.1, dtype="float32", seed=0)
     groups = engine.generate(requests, SamplingParams(n=4, temperature=1.0, max_new_tokens=64, seed=0))
-    engine.update_weights(named_tensors, version=3)   # HF names, lm_head.weight included; no restart
+    engine.update_weights(named_tensors, version=3)   # the learner's (HF state_dict) names; no restart
 
 Choices that keep it in step with the HF engine and the learner:
 - Prompts come from segr1.chat, the one prompt builder. A vision-language model gets
@@ -18,10 +18,11 @@ Choices that keep it in step with the HF engine and the learner:
 - The special tokens of segr1.chat.non_output_token_ids are masked out of sampling (allowed_token_ids = the
   rest of the model's vocabulary), as the HF engine and the learner mask them.
 - Text is decoded here with the HF tokenizer (skip_special_tokens=True), the HF engine's rule, not by vLLM.
-- Weight updates are checked before anything is sent (rollout.vllm_update_rules: names, shapes, whole layers,
-  the tied head), versions never go backwards, and each update clears the prefix cache: cached KV blocks
+- Weight updates are renamed to the checkpoint's names and checked before anything is sent
+  (rollout.vllm_update_rules: names, shapes, whole layers, the tied head), versions never go backwards, and each update clears the prefix cache: cached KV blocks
   were computed with the old weights. The GPU transport (join_weight_sync / receive_weights) receives the
-  learner's broadcast inside vLLM's workers (rollout.vllm_weight_loader).
+  learner's broadcast inside vLLM's workers. Both run in vLLM's workers through a registered worker extension
+  called by method name (rollout.vllm_weight_loader), so VLLM_ALLOW_INSECURE_SERIALIZATION stays off.
 """
 
 from __future__ import annotations
@@ -49,12 +50,12 @@ def has_image(request: GenerationRequest) -> bool:
 def _default_runtime_env() -> None:
     """On the CPU the engine core runs in-process: weight updates then pass tensors by reference (the
     multiprocess core would serialise them), and pytest / Ray actors need no `__main__` guard for spawning.
-    Functions sent by collective_rpc are pickled by vLLM only when this is allowed."""
+    Nothing here needs VLLM_ALLOW_INSECURE_SERIALIZATION: worker calls go by method name
+    (rollout.vllm_weight_loader.WeightLoaderExtension), never as pickled functions."""
     import torch
 
     if not torch.cuda.is_available():
         os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
-    os.environ.setdefault("VLLM_ALLOW_INSECURE_SERIALIZATION", "1")
 
 
 class VLLMEngine:
@@ -92,7 +93,8 @@ class VLLMEngine:
             model=model_path, tensor_parallel_size=tensor_parallel_size,
             gpu_memory_utilization=gpu_memory_utilization, enable_prefix_caching=enable_prefix_caching,
             enable_sleep_mode=enable_sleep_mode, max_model_len=max_model_len, enforce_eager=enforce_eager,
-            seed=seed, dtype=dtype, logprobs_mode="processed_logprobs", **cpu_scheduling,
+            seed=seed, dtype=dtype, logprobs_mode="processed_logprobs", worker_extension_cls=worker_side.EXTENSION,
+            **cpu_scheduling,
         )
         model_config = self.llm.llm_engine.model_config
         self.multimodal = bool(model_config.is_multimodal_model)
@@ -102,10 +104,8 @@ class VLLMEngine:
         self.frame_size = frame_size
         self.sleep_enabled = enable_sleep_mode
         self.in_process = os.environ.get("VLLM_ENABLE_V1_MULTIPROCESSING") == "0"
-        text_config = model_config.hf_config.get_text_config()
-        fused = self.llm.collective_rpc(worker_side.fused_layers)[0]
-        tied = bool(getattr(text_config, "tie_word_embeddings", False))
-        self.update_rules = UpdateRules.for_checkpoint(model_path, fused, tied)
+        fused = self.llm.collective_rpc("segr1_fused_layers")[0]
+        self.update_rules = UpdateRules.for_checkpoint(model_path, fused)
         self.stop_ids = self._stop_ids(model_path)
         masked = set(non_output_token_ids(self.tokenizer)) - set(self.stop_ids)
         self.allowed_ids = [i for i in range(model_config.get_vocab_size()) if i not in masked]
@@ -195,8 +195,8 @@ class VLLMEngine:
     # ------------------------------------------------------------------------------------------- weights
     def update_weights(self, named_tensors: Iterable[tuple[str, torch.Tensor]], version: int, *,
                        immutable: bool = False) -> None:
-        """Load HF-named tensors in place (whole layers; a subset of the layers is fine); all are checked
-        (rollout.vllm_update_rules) before any is sent. vLLM always copies into its own (fused) layers, so
+        """Load the learner's tensors in place (whole layers; a subset of the layers is fine); all are renamed
+        to the checkpoint's names and checked (rollout.vllm_update_rules) before any is sent. vLLM always copies into its own (fused) layers, so
         `immutable` changes nothing here."""
         if version < self._version:
             raise ValueError(
@@ -211,7 +211,7 @@ class VLLMEngine:
             from segr1.weights import pack_buckets
 
             payload = worker_side.to_wire(pack_buckets(items, bucket_bytes=1 << 30, version=version))
-        self.llm.collective_rpc(worker_side.load_weights, args=(payload,))
+        self.llm.collective_rpc("segr1_load_weights", args=(payload,))
         self.llm.reset_prefix_cache()  # cached KV blocks were computed with the old weights
         self._version = int(version)
 
@@ -220,12 +220,13 @@ class VLLMEngine:
     ) -> None:
         """Make every vLLM worker of this engine a member of the learner's weight-sync group (GPU transport).
         Blocks until the rendezvous completes, so the learner joins concurrently."""
-        membership = (host, port, first_rank, world_size, backend)
-        self.llm.collective_rpc(worker_side.join_sync_group, args=membership)
+        names = self.update_rules.names  # the broadcast carries the learner's names; vLLM loads checkpoint names
+        membership = (host, port, first_rank, world_size, backend, dict(names.to_checkpoint), dict(names.tied))
+        self.llm.collective_rpc("segr1_join_sync_group", args=membership)
 
     def receive_weights(self) -> int:
         """Receive one broadcast from the learner inside the vLLM workers and load it; returns its version."""
-        versions = set(self.llm.collective_rpc(worker_side.receive_and_load))
+        versions = set(self.llm.collective_rpc("segr1_receive_and_load"))
         if len(versions) != 1:
             raise RuntimeError(f"receive_weights: the workers received versions {sorted(versions)}")
         self.llm.reset_prefix_cache()  # cached KV blocks were computed with the old weights
@@ -233,7 +234,7 @@ class VLLMEngine:
         return self._version
 
     def leave_weight_sync(self) -> None:
-        self.llm.collective_rpc(worker_side.leave_sync_group)
+        self.llm.collective_rpc("segr1_leave_sync_group")
 
     # -------------------------------------------------------------------------------------- colocated mode
     def sleep(self, level: int = 1) -> None:

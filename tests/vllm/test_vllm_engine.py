@@ -8,6 +8,7 @@ with the OTHER twin's weights differs by ~1 nat, so the check tells the weights 
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import threading
@@ -17,11 +18,12 @@ import numpy as np
 import pytest
 import torch
 
-from rollout.vllm_update_rules import EMBED, LM_HEAD, with_tied_lm_head
+from rollout.vllm_update_rules import with_tied
 from segr1.chat import non_output_token_ids, prompt_text
 from segr1.protocol import GenerationRequest, RolloutGroup, SamplingParams
 
 LOGPROB_ATOL = 1e-4
+LM_HEAD, EMBED = "lm_head.weight", "model.embed_tokens.weight"  # the text twin: same names in HF and on disk
 
 
 def requests(k: int = 3) -> list[GenerationRequest]:
@@ -202,10 +204,12 @@ def test_weights_received_over_the_sync_group(engine, hf_models) -> None:
 
 @pytest.mark.slow
 def test_update_weights_with_the_engine_core_in_other_processes(twin_dirs) -> None:
-    """vLLM's GPU default layout: the update crosses two process boundaries as wire buckets (a 2nd engine)."""
+    """vLLM's GPU default layout: the update crosses two process boundaries as wire buckets (a 2nd engine), and
+    the worker calls do so by name: VLLM_ALLOW_INSECURE_SERIALIZATION is unset, so a pickled function fails."""
     script = Path(__file__).with_name("multiprocess_update.py")
+    env = {k: v for k, v in os.environ.items() if k != "VLLM_ALLOW_INSECURE_SERIALIZATION"}
     done = subprocess.run([sys.executable, str(script), *twin_dirs], capture_output=True, text=True,
-                          timeout=300, cwd=Path(__file__).resolve().parents[2], check=False)
+                          timeout=300, cwd=Path(__file__).resolve().parents[2], check=False, env=env)
     gaps = [float(line.split()[1]) for line in done.stdout.splitlines() if line.startswith("MAX_GAP ")]
     assert done.returncode == 0 and gaps, done.stderr[-3000:]
     assert gaps[0] <= LOGPROB_ATOL
@@ -219,9 +223,35 @@ def test_sleep_and_wake_need_sleep_mode(engine) -> None:
 
 
 def test_tied_head_is_added_only_when_missing() -> None:
-    embed, head = torch.ones(4, 2), torch.zeros(4, 2)
-    added = with_tied_lm_head([(EMBED, embed)], tied=True)
+    embed, head, tied = torch.ones(4, 2), torch.zeros(4, 2), {LM_HEAD: EMBED}
+    added = with_tied([(EMBED, embed)], tied)
     assert [name for name, _ in added] == [EMBED, LM_HEAD] and added[1][1] is embed
-    kept = with_tied_lm_head([(EMBED, embed), (LM_HEAD, head)], tied=True)
+    kept = with_tied([(EMBED, embed), (LM_HEAD, head)], tied)
     assert [name for name, _ in kept] == [EMBED, LM_HEAD] and kept[1][1] is head
-    assert [name for name, _ in with_tied_lm_head([(EMBED, embed)], tied=False)] == [EMBED]
+    assert [name for name, _ in with_tied([(EMBED, embed)], {})] == [EMBED]
+
+
+def test_streamed_renaming_adds_the_tied_head_once_at_the_end() -> None:
+    from rollout.vllm_weight_loader import checkpoint_named
+
+    embed, norm = torch.ones(4, 2), torch.ones(2)
+    learner = [("model.language_model.embed_tokens.weight", embed), ("model.language_model.norm.weight", norm)]
+    to_checkpoint = {"model.language_model.embed_tokens.weight": EMBED,
+                     "model.language_model.norm.weight": "model.norm.weight"}
+    streamed = list(checkpoint_named(iter(learner), to_checkpoint, {LM_HEAD: EMBED}))
+    assert [name for name, _ in streamed] == [EMBED, "model.norm.weight", LM_HEAD]
+    assert streamed[2][1] is embed and streamed[1][1] is norm
+    with_head = [*learner, (LM_HEAD, torch.zeros(4, 2))]
+    assert [n for n, _ in checkpoint_named(iter(with_head), to_checkpoint, {LM_HEAD: EMBED})].count(LM_HEAD) == 1
+
+
+def test_worker_calls_go_by_name_without_insecure_serialization(engine) -> None:
+    """vLLM would need VLLM_ALLOW_INSECURE_SERIALIZATION to ship a function; the engine never does."""
+    import vllm.envs
+
+    from rollout.vllm_weight_loader import EXTENSION
+
+    assert "VLLM_ALLOW_INSECURE_SERIALIZATION" not in os.environ and not vllm.envs.VLLM_ALLOW_INSECURE_SERIALIZATION
+    assert engine.llm.llm_engine.vllm_config.parallel_config.worker_extension_cls == EXTENSION
+    fused = engine.llm.collective_rpc("segr1_fused_layers")[0]
+    assert fused["qkv_proj"] == ["q_proj", "k_proj", "v_proj"]
