@@ -51,7 +51,7 @@ class Controller:
         self.data = SegDataset(train_path, cfg.data.frame_size)
         self.sampler = EpochSampler(len(self.data), seed=cfg.run.seed)
         self.pools = Pools(cfg, model_path)
-        self.evaluator = Evaluator(cfg, SegDataset(eval_path, cfg.data.frame_size))
+        self.evaluator = Evaluator(cfg, SegDataset(eval_path, cfg.data.frame_size), train=self.data)
         self.step = 0
         self.version = 0
         self.latest: dict[str, Any] = {}

@@ -4,18 +4,38 @@ During training the policy decodes greedily (one completion per image) through t
 pools as training, so eval/iou measures exactly what the reward measures. `segr1 eval` loads a checkpoint
 in-process (the same RolloutWorker and RewardActor classes, without Ray) and scores at the GT's original size
 with the field's reference metrics (segr1.evaluation, on pysodmetrics).
+
+Every evaluation also reports the baselines of reward_server.baselines through the run's segmenter:
+eval/iou_blind (the best image-independent prompt, chosen on `algorithm.baseline_images` training images),
+eval/iou_oracle (the ground-truth box plus its deepest point) and eval/localisation_gain =
+(eval/iou - blind) / (oracle - blind), left out when oracle <= blind. They are computed once per
+(eval set, segmenter, frame) on a reward actor and kept in runs/<name>/baselines.json, so every eval step
+and a resumed run reuse them. `segr1 eval` prints blind and oracle rows under the policy's table.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import math
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from cluster import records
-from reward_server.parse import FormatError, parse_completion
+from reward_server.baselines import (
+    MAX_SEGMENTS,
+    BaselineCache,
+    BaselineScores,
+    arrays_digest,
+    baseline_masks,
+    cache_key,
+    choose_blind_prompt,
+    localisation_gain,
+    prompt_to_dict,
+)
+from reward_server.parse import FormatError, SegPrompt, parse_completion
 from reward_server.rle import decode_masks
 from segr1.config import Config
 from segr1.data.dataset import SegDataset
@@ -23,6 +43,7 @@ from segr1.protocol import GroupReward, RolloutGroup, Sample, SamplingParams
 
 GREEDY_N = 1
 G_EVAL = 4  # sampled completions per held-out image: the expected IoU of the policy, not only of its mode
+BASELINES_FILE = "baselines.json"  # under the run directory
 
 
 def greedy(cfg: Config) -> SamplingParams:
@@ -30,11 +51,15 @@ def greedy(cfg: Config) -> SamplingParams:
 
 
 class Evaluator:
-    def __init__(self, cfg: Config, data: SegDataset) -> None:
+    """Held-out evaluation on `data`; `train` (optional) is where the blind baseline's prompt is chosen."""
+
+    def __init__(self, cfg: Config, data: SegDataset, train: SegDataset | None = None) -> None:
         self.cfg = cfg
         self.data = data
+        self.train = train
         n = len(data) if cfg.data.eval_size <= 0 else min(cfg.data.eval_size, len(data))
         self.indices = list(range(n))
+        self._baselines: BaselineScores | None = None
 
     def run(self, pools: Any, step: int, log: Any, tag: str) -> dict[str, float]:
         """Greedy decoding (eval/*) and the policy's own sampling (eval/*_sampled, G_EVAL completions each)."""
@@ -45,8 +70,31 @@ class Evaluator:
         metrics = _eval_metrics(rewards, suffix="")
         sampled = pools.rollout.generate(requests, self._sampling(step))
         metrics.update(_eval_metrics(pools.reward.score(records.reward_requests(samples, sampled)), "_sampled"))
+        scores = self.baselines(pools, samples)
+        if scores is not None:
+            metrics.update(baseline_metrics(scores, metrics["eval/iou"]))
         self._overlays(step, samples[:4], groups[:4], rewards[:4], log, prefix=f"eval_{tag}")
         return metrics
+
+    def baselines(self, pools: Any, samples: list[Sample]) -> BaselineScores | None:
+        """Blind and oracle scores of the eval samples: from memory, else runs/<name>/baselines.json, else
+        computed on a reward actor (and stored). None without training data or with baseline_images=0."""
+        images = self.cfg.algorithm.baseline_images
+        if self._baselines is not None or self.train is None or images <= 0:
+            return self._baselines
+        train = [self.train.load(i) for i in baseline_indices(len(self.train), images, self.cfg.run.seed)]
+        key = baselines_key(self.cfg, samples, train)
+        cache = BaselineCache(self.cfg.run_dir / BASELINES_FILE)
+        record = cache.get(key)
+        if record is not None:
+            self._baselines = BaselineScores.from_dict(record)
+        else:
+            self._baselines = pools.reward.baselines(
+                [s.image for s in train], [s.mask for s in train], [s.image for s in samples],
+                [s.mask for s in samples], self.cfg.data.frame_size)
+            cache.put(key, {**self._baselines.to_dict(), "segmenter": self.cfg.reward.segmenter,
+                            "frame": self.cfg.data.frame_size, "eval_ids": [s.sample_id for s in samples]})
+        return self._baselines
 
     def _sampling(self, step: int) -> SamplingParams:
         r = self.cfg.rollout
@@ -66,7 +114,8 @@ class Evaluator:
             if not reward.masks_rle:
                 continue
             pred = decode_masks(reward.masks_rle[:1])[0]
-            image = overlay_of(sample.image, sample.mask, pred, group.completions[0].text, self.cfg)
+            caption = f"{prefix} step {step}  {sample.sample_id}  IoU {reward.breakdowns[0].iou:.2f}"
+            image = overlay_of(sample.image, sample.mask, pred, group.completions[0].text, self.cfg, caption)
             images.append((f"{prefix}_{sample.sample_id}", image))
         if images:
             log.log_overlays(step, images)
@@ -78,25 +127,58 @@ def _eval_metrics(rewards: list[GroupReward], suffix: str) -> dict[str, float]:
             f"eval/iou{suffix}": means["reward/iou"], f"eval/s_measure{suffix}": means["reward/s_measure"]}
 
 
-def overlay_of(image: np.ndarray, gt: np.ndarray, pred: np.ndarray, text: str, cfg: Config) -> np.ndarray:
-    """Overlay of a completion: its mask, plus its boxes and points when the text parses (under cfg.reward)."""
-    from cluster.telemetry.overlays import render_overlay
+def baseline_metrics(scores: BaselineScores, policy_iou: float) -> dict[str, float]:
+    """eval/iou_blind, eval/iou_oracle and (when oracle > blind) eval/localisation_gain."""
+    out = {"eval/iou_blind": scores.mean_blind, "eval/iou_oracle": scores.mean_oracle}
+    gain = localisation_gain(policy_iou, scores.mean_blind, scores.mean_oracle)
+    if not math.isnan(gain):
+        out["eval/localisation_gain"] = gain
+    return out
+
+
+def baseline_indices(n: int, count: int, seed: int) -> list[int]:
+    """The training rows the blind prompt is chosen on: `count` distinct rows drawn with the run's seed, in
+    order (a random sample, since real data sets are often sorted by class)."""
+    if count >= n:
+        return list(range(n))
+    return sorted(int(i) for i in np.random.default_rng(seed).choice(n, size=count, replace=False))
+
+
+def baselines_key(cfg: Config, eval_samples: list[Sample], train_samples: list[Sample]) -> str:
+    """What the baselines depend on: the eval and training pixels, the segmenter and its options, the frame."""
+    return cache_key(
+        eval=arrays_digest([a for s in eval_samples for a in (s.image, s.mask)]),
+        train=arrays_digest([a for s in train_samples for a in (s.image, s.mask)]),
+        segmenter=cfg.reward.segmenter,
+        options=dataclasses.asdict(getattr(cfg.reward, cfg.reward.segmenter)),
+        seed=cfg.run.seed,  # the segmenter's seed (random SAM2 test weights depend on it)
+        frame=cfg.data.frame_size,
+        max_segments=MAX_SEGMENTS,
+    )
+
+
+def overlay_of(image: np.ndarray, gt: np.ndarray, pred: np.ndarray, text: str, cfg: Config,
+               caption: str = "") -> np.ndarray:
+    """A readable panel of a completion (>= 384 px, legend below): its mask, plus its boxes and points when
+    the text parses (under cfg.reward)."""
+    from cluster.telemetry.overlays import render_panel
 
     frame, r = cfg.data.frame_size, cfg.reward
     try:
         prompt = parse_completion(text, frame, frame, require_think=r.require_think, max_boxes=r.max_boxes,
                                   max_points=r.max_points, max_chars=r.max_chars, grammar=r.grammar)
-    except FormatError:
-        return render_overlay(image, gt, pred)
-    return render_overlay(image, gt, pred, prompt.boxes, prompt.points, prompt.labels)
+    except FormatError as error:
+        return render_panel(image, gt, pred, caption=f"{caption}  (no prompt: {error.code})".strip())
+    return render_panel(image, gt, pred, prompt.boxes, prompt.points, prompt.labels, caption=caption)
 
 
 def evaluate_checkpoint(cfg: Config, checkpoint: str, out: str | None = None) -> dict[str, Any]:
-    """`segr1 eval`: greedy predictions of a checkpoint on cfg.data.eval, scored at original size."""
+    """`segr1 eval`: greedy predictions of a checkpoint on cfg.data.eval, scored at original size, with the
+    blind and oracle prompts' masks scored the same way (rows under the policy's; eval.json "baselines")."""
     from reward_server.actor import RewardActor
     from rollout.worker import RolloutWorker
     from segr1.data.dataset import SegDataset as Dataset
-    from segr1.evaluation import evaluate_predictions, format_table
+    from segr1.evaluation import evaluate_predictions, format_results, results_from_record
 
     if not Path(checkpoint).is_dir():
         raise FileNotFoundError(f"checkpoint directory not found: {checkpoint}")
@@ -106,21 +188,54 @@ def evaluate_checkpoint(cfg: Config, checkpoint: str, out: str | None = None) ->
     n = len(data) if cfg.data.eval_size <= 0 else min(cfg.data.eval_size, len(data))
     worker = RolloutWorker(cfg, checkpoint, "eval")
     scorer = RewardActor(cfg, "eval")
-    preds, gts, ignores, tasks = [], [], [], []
+    blind, chosen_on = _blind_for_checkpoint_eval(cfg, data, scorer.segmenter)
+    preds, blind_preds, oracle_preds, gts, ignores, tasks = [], [], [], [], [], []
     batch = max(1, cfg.rollout.max_batch_prompts)
     for start in range(0, n, batch):
         samples = [data.load(i) for i in range(start, min(n, start + batch))]
         groups = worker.generate(records.generation_requests(samples), greedy(cfg))
         rewards = scorer.score(records.reward_requests(samples, groups, return_masks=True))
-        for i, reward in zip(range(start, start + len(samples)), rewards):
+        for i, sample, reward in zip(range(start, start + len(samples)), samples, rewards):
             _, orig_mask, ignore = data.load_original(i)
             preds.append(decode_masks(reward.masks_rle[:1])[0])
+            if blind is not None:
+                blind_mask, oracle_mask = baseline_masks(scorer.segmenter, sample.image, sample.mask, blind)
+                blind_preds.append(blind_mask)
+                oracle_preds.append(oracle_mask)
             gts.append(orig_mask)
             ignores.append(ignore)
-            tasks.append(samples[i - start].task)
+            tasks.append(sample.task)
     results = evaluate_predictions(preds, gts, ignores, tasks)
-    print(format_table(results, title=f"{Path(cfg.data.eval).name} ({n} samples)"))
+    record: dict[str, Any] = {"checkpoint": checkpoint, "data": cfg.data.eval, "n": n, **results}
+    table = results_from_record(results)
+    if blind is not None:
+        blind_record = evaluate_predictions(blind_preds, gts, ignores, tasks, name="blind (fixed prompt)")
+        oracle_record = evaluate_predictions(oracle_preds, gts, ignores, tasks, name="oracle (GT box + point)")
+        table += results_from_record(blind_record) + results_from_record(oracle_record)
+        record["baselines"] = {
+            "blind": {"prompt": prompt_to_dict(blind), "chosen_on": chosen_on, **blind_record},
+            "oracle": {"prompt": "ground-truth box + deepest interior point", **oracle_record},
+        }
+    print(f"{Path(cfg.data.eval).name} ({n} samples)\n{format_results(table)}")
+    if blind is not None:
+        print(f"blind = {prompt_to_dict(blind)} chosen on {chosen_on}")
     out_path = Path(out) if out else Path(checkpoint) / "eval.json"
-    out_path.write_text(json.dumps({"checkpoint": checkpoint, "data": cfg.data.eval, "n": n, **results}, indent=2))
+    out_path.write_text(json.dumps(record, indent=2))
     print(f"wrote {out_path}")
-    return results
+    return record
+
+
+def _blind_for_checkpoint_eval(cfg: Config, data: SegDataset, segmenter: Any) -> tuple[SegPrompt | None, str]:
+    """(blind prompt, where it was chosen) for `segr1 eval`: on algorithm.baseline_images rows of data.train
+    when given; otherwise on the eval rows themselves, which flatters the blind baseline (an upper bound on
+    what a fixed prompt gets), and says so. (None, "") when baseline_images is 0."""
+    count = cfg.algorithm.baseline_images
+    if count <= 0:
+        return None, ""
+    source = SegDataset(cfg.data.train, cfg.data.frame_size) if cfg.data.train else data
+    samples = [source.load(i) for i in baseline_indices(len(source), count, cfg.run.seed)]
+    where = (f"{len(samples)} rows of data.train ({Path(cfg.data.train).name})" if cfg.data.train
+             else f"{len(samples)} rows of the eval set itself (no data.train: an optimistic blind baseline)")
+    blind = choose_blind_prompt(segmenter, [s.image for s in samples], [s.mask for s in samples],
+                                cfg.data.frame_size)
+    return blind, where

@@ -5,6 +5,7 @@ It owns one heavy resource, the segmenter. Per group: every completion is parsed
 (a failure is reward 0 with its reason code, never an exception); all parsed completions are segmented in
 ONE segmenter call, so the image is encoded once; masks are scored against the ground truth with the
 paper's reward, and returned as COCO RLE when the request asks for them.
+`baselines` scores the blind and oracle prompts (reward_server.baselines) through the same segmenter.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import numpy as np
 import torch
 
 from reward_server import rle
+from reward_server.baselines import BaselineScores, compute_baselines
 from reward_server.parse import FormatError, SegPrompt, parse_completion
 from reward_server.scoring import combine, score_masks
 from reward_server.segmenters import Segmenter, build
@@ -52,6 +54,16 @@ class RewardActor:
         results = [self._score_group(request) for request in requests]
         self._seconds["busy_s"] += time.perf_counter() - start
         return results
+
+    def baselines(
+        self, train_images: list[np.ndarray], train_masks: list[np.ndarray], eval_images: list[np.ndarray],
+        eval_masks: list[np.ndarray], frame: int,
+    ) -> BaselineScores:
+        """The blind prompt chosen on the training images, and blind and oracle IoUs on the eval images."""
+        start = time.perf_counter()
+        scores = compute_baselines(self.segmenter, train_images, train_masks, eval_images, eval_masks, frame)
+        self._seconds["baselines_s"] += time.perf_counter() - start
+        return scores
 
     def health(self) -> dict[str, Any]:
         return {"actor_id": self.actor_id, "ok": True, "segmenter": self.segmenter.name, "pid": os.getpid()}

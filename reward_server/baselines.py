@@ -15,6 +15,8 @@ evaluation reports, through the run's own segmenter:
     blind = choose_blind_prompt(segmenter, train_images, train_masks, frame=112)
     blind_iou, oracle_iou = baseline_ious(segmenter, eval_images, eval_masks, blind)   # float64[N] each
     gain = localisation_gain(policy_iou, blind_iou.mean(), oracle_iou.mean())
+    # or both steps, as the reward actor runs them, into one record:
+    scores = compute_baselines(segmenter, train_images, train_masks, eval_images, eval_masks, frame=112)
 
 IoU is `reward_server.metrics.iou` (0 when prediction and GT are both empty), the reward's and eval/iou's rule.
 
@@ -33,7 +35,9 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -177,13 +181,19 @@ def choose_blind_prompt(
 
     The mean GT box is taken over all given masks; only the first max_segments // len(family) images are
     segmented (at least one), which bounds the cost whatever sample is given."""
+    return _choose(segmenter, images, masks, frame, max_segments)[0]
+
+
+def _choose(segmenter: Segmenter, images: Sequence[np.ndarray], masks: Sequence[np.ndarray], frame: int,
+            max_segments: int) -> tuple[SegPrompt, int]:
+    """(the best blind prompt, how many images were segmented to choose it)."""
     _checked(images, masks, frame)
     if not images:
         raise ValueError("choose_blind_prompt: no images")
     candidates = blind_candidates(frame, mean_box(masks))
     count = max(1, min(len(images), max_segments // len(candidates)))
     scores = score_candidates(segmenter, images[:count], masks[:count], candidates)
-    return candidates[int(np.argmax(scores))]
+    return candidates[int(np.argmax(scores))], count
 
 
 def baseline_masks(segmenter: Segmenter, image: np.ndarray, mask: np.ndarray, blind: SegPrompt) -> np.ndarray:
@@ -216,6 +226,49 @@ def localisation_gain(policy_iou: float, blind_iou: float, oracle_iou: float) ->
     NaN when the oracle does not beat the blind prompt (the data leave nothing to localise)."""
     span = oracle_iou - blind_iou
     return (policy_iou - blind_iou) / span if span > 1e-9 else math.nan
+
+
+# ------------------------------------------------------------------------------------------------- record
+@dataclass(frozen=True)
+class BaselineScores:
+    """The baselines of one eval set: the blind prompt used, and per-sample IoUs in eval-set order."""
+
+    blind: SegPrompt
+    blind_iou: tuple[float, ...]  # [N]
+    oracle_iou: tuple[float, ...]  # [N]
+    chosen_on: int  # training images segmented to choose the blind prompt
+    seconds: float = 0.0  # time it took to compute
+
+    @property
+    def mean_blind(self) -> float:
+        return float(np.mean(self.blind_iou)) if self.blind_iou else 0.0
+
+    @property
+    def mean_oracle(self) -> float:
+        return float(np.mean(self.oracle_iou)) if self.oracle_iou else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"blind": prompt_to_dict(self.blind), "blind_iou": list(self.blind_iou),
+                "oracle_iou": list(self.oracle_iou), "chosen_on": self.chosen_on, "seconds": self.seconds,
+                "mean_blind": self.mean_blind, "mean_oracle": self.mean_oracle}
+
+    @classmethod
+    def from_dict(cls, record: Mapping[str, Any]) -> BaselineScores:
+        return cls(prompt_from_dict(record["blind"]), tuple(record["blind_iou"]), tuple(record["oracle_iou"]),
+                   int(record["chosen_on"]), float(record.get("seconds", 0.0)))
+
+
+def compute_baselines(
+    segmenter: Segmenter, train_images: Sequence[np.ndarray], train_masks: Sequence[np.ndarray],
+    eval_images: Sequence[np.ndarray], eval_masks: Sequence[np.ndarray], frame: int,
+    *, max_segments: int = MAX_SEGMENTS,
+) -> BaselineScores:
+    """Choose the blind prompt on the training images, then score it and the oracle on the eval images."""
+    start = time.perf_counter()
+    blind, chosen_on = _choose(segmenter, train_images, train_masks, frame, max_segments)
+    blind_iou, oracle_iou = baseline_ious(segmenter, eval_images, eval_masks, blind)
+    return BaselineScores(blind, tuple(blind_iou.tolist()), tuple(oracle_iou.tolist()), chosen_on,
+                          time.perf_counter() - start)
 
 
 # ------------------------------------------------------------------------------------------------- caching

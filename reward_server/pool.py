@@ -9,6 +9,8 @@
   actor, at most `reward.max_retries` times per group. Every group's result is delivered exactly once.
 - `score` raises TimeoutError after `reward.timeout_s`, naming the groups still pending and where they are.
 - `resize(m)` adds actors, or stops routing to removed ones and kills each once its calls have finished.
+- `baselines(...)` runs the blind/oracle baselines on one actor (outside the batching queue), so they use
+  the run's own segmenter; an actor that dies meanwhile is retried like a group, up to `reward.max_retries`.
 """
 
 from __future__ import annotations
@@ -25,9 +27,10 @@ from dataclasses import dataclass
 from typing import Any, Self
 
 import ray
-from ray.exceptions import RayActorError, RayError
+from ray.exceptions import GetTimeoutError, RayActorError, RayError
 
 from reward_server.actor import RewardActor
+from reward_server.baselines import BaselineScores
 from reward_server.throughput import Throughput
 from segr1.config import Config
 from segr1.protocol import GroupReward, RewardRequest
@@ -91,6 +94,36 @@ class RewardPool:
             return [ticket.future.result(timeout=max(deadline - time.monotonic(), 0.0)) for ticket in tickets]
         except TimeoutError:
             raise TimeoutError(self._abandon(tickets)) from None
+
+    def baselines(
+        self, train_images: Sequence[Any], train_masks: Sequence[Any], eval_images: Sequence[Any],
+        eval_masks: Sequence[Any], frame: int,
+    ) -> BaselineScores:
+        """RewardActor.baselines on the least-loaded live actor, which counts as busy meanwhile (the
+        dispatcher prefers the others). TimeoutError after reward.timeout_s."""
+        args = [ray.put(list(part)) for part in (train_images, train_masks, eval_images, eval_masks)]
+        failures = 0
+        while True:
+            with self._lock:
+                live = [slot for slot in self._slots.values() if not slot.draining]
+                if not live:
+                    raise RuntimeError("reward pool is closed")
+                slot = min(live, key=lambda s: (s.groups, s.batches))
+                slot.batches += 1
+            try:
+                return ray.get(slot.handle.baselines.remote(*args, frame), timeout=self._cfg.reward.timeout_s)
+            except GetTimeoutError:
+                raise TimeoutError(f"reward pool: baselines not computed on {slot.actor_id} within "
+                                   f"reward.timeout_s={self._cfg.reward.timeout_s}s") from None
+            except RayActorError:
+                failures += 1
+                if failures > self._cfg.reward.max_retries:
+                    raise
+            finally:
+                with self._lock:
+                    slot.batches -= 1
+                    self._retire_if_drained(slot)
+                    self._lock.notify_all()
 
     def resize(self, num_actors: int) -> None:
         """Grow by starting actors, or shrink: removed actors take no new work and stop once drained."""

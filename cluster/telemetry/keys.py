@@ -44,6 +44,12 @@ CONTRACT_KEYS: dict[str, str] = {
     "pool/rollout_workers": "rollout workers alive",
     "pool/reward_actors": "reward actors alive",
     "pipeline/staleness": "versions the consumed rollouts lag the learner by",
+    "eval/iou_blind": "held-out mean IoU of the best image-independent prompt through the run's segmenter "
+    "(eval steps only)",
+    "eval/iou_oracle": "held-out mean IoU of the ground-truth box plus its deepest point through the run's "
+    "segmenter (eval steps only)",
+    "eval/localisation_gain": "(eval/iou - eval/iou_blind) / (eval/iou_oracle - eval/iou_blind): 0 = no better "
+    "than a fixed prompt, 1 = as good as the ground-truth box (eval steps only)",
 }
 
 # Keys that services report beyond the contract; any other numeric key is exported too.

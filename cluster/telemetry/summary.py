@@ -6,6 +6,9 @@
 `eval_history` holds one dict per evaluation ({"step": 0, "tag": "start", "eval/iou": ...}); it carries the
 evaluation before the first step, which metrics.jsonl (one row per step) does not. Without it the scores
 come from metrics.jsonl. Everything else is read from disk, so this also works on a finished run.
+The eval IoU line ends with the baselines of the last evaluation, e.g.
+"eval IoU: 0.280 (step 0) -> 0.550 (step 20), +0.270 (blind 0.29, oracle 0.86, gain 0.45)", and `summarize`
+also draws runs/<name>/eval_curve.png (cluster.telemetry.curve).
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from cluster.telemetry.curve import EVAL_CURVE_FILE, write_eval_curve
 from cluster.telemetry.jsonl import METRICS_FILE, read_metrics
 from cluster.telemetry.overlays import IMAGES_DIR
 
@@ -38,6 +42,20 @@ def score_change(rows: Sequence[dict[str, Any]], key: str, label: str) -> str | 
         f"{label}: {first[key]:.3f} (step {first.get('step', '?')}) -> "
         f"{last[key]:.3f} (step {last.get('step', '?')}), {last[key] - first[key]:+.3f}"
     )
+
+
+def baseline_note(rows: Sequence[dict[str, Any]]) -> str:
+    """` (blind 0.29, oracle 0.86, gain 0.45)` from the last row with baselines, or "" when none has them."""
+    having = [row for row in rows if isinstance(row.get("eval/iou_blind"), (int, float))]
+    if not having:
+        return ""
+    last = having[-1]
+    parts = [f"blind {last['eval/iou_blind']:.2f}"]
+    if isinstance(last.get("eval/iou_oracle"), (int, float)):
+        parts.append(f"oracle {last['eval/iou_oracle']:.2f}")
+    if isinstance(last.get("eval/localisation_gain"), (int, float)):
+        parts.append(f"gain {last['eval/localisation_gain']:.2f}")
+    return f" ({', '.join(parts)})"
 
 
 def checkpoint_steps(run_dir: Path) -> list[int]:
@@ -76,6 +94,7 @@ def format_summary(
         f"metrics         {_path_line(metrics_path)} ({len(rows)} rows)",
         f"checkpoints     {run_dir / 'checkpoints'} ({checkpoints})",
         f"overlays        {run_dir / IMAGES_DIR} ({len(images)} images)",
+        f"eval curve      {_path_line(run_dir / EVAL_CURVE_FILE)}",
         f"HF export       {_path_line(Path(hf_dir) if hf_dir is not None else None)}",
         f"wandb           {_path_line(Path(wandb_dir) if wandb_dir is not None else None)}",
         f"grafana         {DASHBOARD_JSON} (import it: cluster/dashboards/README.md)",
@@ -85,14 +104,20 @@ def format_summary(
     lines += [f"prometheus      {url}" for url in metrics_urls]
 
     evals = list(eval_history) if eval_history else rows
+    eval_iou = score_change(evals, "eval/iou", "eval IoU")
     scores = [
-        score_change(evals, "eval/iou", "eval IoU"),
+        eval_iou + baseline_note(evals) if eval_iou is not None else None,
         score_change(evals, "eval/format", "eval format rate"),
         score_change(rows, "reward/mean", "train reward"),
         score_change(rows, "reward/format", "train format rate"),
     ]
     present = [line for line in scores if line is not None]
     return "\n".join([*lines, "", *(present or ["no scores recorded"])])
+
+
+def _eval_rows(run_dir: Path) -> list[dict[str, Any]]:
+    path = run_dir / METRICS_FILE
+    return [row for row in read_metrics(path) if "eval/iou" in row] if path.exists() else []
 
 
 def ray_metrics_urls() -> list[str]:
@@ -127,6 +152,7 @@ def summarize(
     )
     wandb_dir = run_dir / "wandb" if cfg.logging.wandb.mode != "disabled" else None
     evals = [row for row in eval_history if "eval/iou" in row]
+    curve = write_eval_curve(evals or _eval_rows(run_dir), run_dir / EVAL_CURVE_FILE, title=cfg.run.name)
     text = format_summary(
         run_dir,
         eval_history=evals,
@@ -144,6 +170,7 @@ def summarize(
         "hf_export": str(hf_dir) if hf_dir is not None else None,
         "wandb_dir": str(wandb_dir) if wandb_dir is not None else None,
         "dashboard_json": str(DASHBOARD_JSON),
+        "eval_curve": str(curve) if curve is not None else None,
         "metrics_urls": urls,
         "eval_first": evals[0] if evals else None,
         "eval_last": evals[-1] if evals else None,

@@ -9,7 +9,8 @@ plain line is printed only when the step changes, and a "steps" key updates the 
 mode "live" draws the live view, "plain" prints plain lines, "auto" draws it only when the stream is a TTY
 (under `ray job submit` or in CI the output is a log, where a redrawn screen would be noise).
 The live view shows a progress bar over steps and a table: per-stage seconds, samples/s, reward, format
-rate, IoU, KL, pool sizes, weights version and staleness. Missing keys are shown as "-".
+rate, IoU, held-out IoU with its blind and oracle baselines and the localisation gain, KL, pool sizes,
+weights version and staleness. Missing keys are shown as "-".
 """
 
 from __future__ import annotations
@@ -42,6 +43,9 @@ FIELDS: tuple[tuple[str, str, str], ...] = (
     ("format", "reward/format", "{:.2f}"),
     ("iou", "reward/iou", "{:.3f}"),
     ("eval iou", "eval/iou", "{:.3f}"),
+    ("blind", "eval/iou_blind", "{:.3f}"),
+    ("oracle", "eval/iou_oracle", "{:.3f}"),
+    ("gain", "eval/localisation_gain", "{:.2f}"),
     ("kl", "policy/kl", "{:.4g}"),
     ("loss", "policy/loss", "{:.4g}"),
     ("samples/s", "throughput/samples_per_s", "{:.2f}"),

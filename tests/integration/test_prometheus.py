@@ -119,10 +119,13 @@ def test_run_logger_in_the_driver_exports_with_its_run_tag(metrics_url, tmp_path
     )
     with RunLogger(cfg, cfg.run_dir, stream=io.StringIO()) as run_logger:
         assert run_logger.prometheus_enabled
-        run_logger.log_step({"step": 1, "reward/iou": 0.5, "throughput/samples_per_s": 12.0})
-        key = (exported_name(prometheus_name("throughput/samples_per_s")), (("run", "itest-driver"),))
-        seen = _poll_until(metrics_url, {key: 12.0})
-    assert seen[key] == pytest.approx(12.0)
+        run_logger.log_step({"step": 1, "reward/iou": 0.5, "throughput/samples_per_s": 12.0,
+                             "eval/iou_blind": 0.29, "eval/localisation_gain": 0.45})
+        run = (("run", "itest-driver"),)
+        expected = {(exported_name(prometheus_name(key)), run): value for key, value in (
+            ("throughput/samples_per_s", 12.0), ("eval/iou_blind", 0.29), ("eval/localisation_gain", 0.45))}
+        seen = _poll_until(metrics_url, expected)
+    assert seen == {key: pytest.approx(value) for key, value in expected.items()}
 
 
 def test_refreshed_gauges_outlive_the_agents_gauge_expiry(metrics_url):

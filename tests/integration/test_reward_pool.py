@@ -138,3 +138,18 @@ def test_a_bad_request_fails_alone_with_its_group_id():
         assert ok.result(timeout=60).group_id == "g0"
         with pytest.raises(ValueError, match="group 'broken': gt_mask shape"):
             failed.result(timeout=60)
+
+
+def test_baselines_on_an_actor_equal_a_local_actors():
+    """RewardPool.baselines runs the same computation as an in-process RewardActor (same segmenter config)."""
+    cfg = load_config(overrides=BASE)
+    train = [synth_sample(seed=11, index=i, size=48) for i in range(3)]
+    evals = [synth_sample(seed=12, index=i, size=48) for i in range(2)]
+    args = ([s[0] for s in train], [s[1] for s in train], [s[0] for s in evals], [s[1] for s in evals], 48)
+    reference = RewardActor(cfg).baselines(*args)
+    with RewardPool(cfg, num_actors=2) as pool:
+        scores = pool.baselines(*args)
+        after = pool.score(_requests(1, size=48))  # the actor serves groups again afterwards
+    assert scores.blind == reference.blind and scores.chosen_on == 3
+    assert scores.blind_iou == reference.blind_iou and scores.oracle_iou == reference.oracle_iou
+    assert len(after) == 1 and after[0].group_id == "g0"

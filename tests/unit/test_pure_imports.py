@@ -7,7 +7,8 @@ import sys
 import textwrap
 from pathlib import Path
 
-PURE_MODULES = ["reward_server.parse", "reward_server.metrics", "reward_server.scoring", "learner.grpo"]
+PURE_MODULES = ["reward_server.parse", "reward_server.metrics", "reward_server.scoring", "reward_server.baselines",
+                "learner.grpo"]
 BLOCKED = ["ray", "deepspeed", "vllm", "sam2"]
 ROOT = Path(__file__).resolve().parents[2]
 

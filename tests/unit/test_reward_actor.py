@@ -165,3 +165,25 @@ def test_sam2_actor_encodes_once_per_group():
     assert second.encode_s < first.encode_s / 10  # same image: the embedding cache served it
     assert first.breakdowns == second.breakdowns
     assert [b.format for b in first.breakdowns] == [1.0, 0.0, 1.0]
+
+
+def test_baselines_through_the_actors_segmenter():
+    """A bright square always in one place: the blind prompt chosen on two training copies finds it on a third
+    as well as the oracle does (GrabCut, the configured backend), and every image is one segmenter call."""
+    rng = np.random.default_rng(1)
+
+    def scene():
+        image = rng.integers(0, 60, (48, 48, 3), dtype=np.uint8)
+        mask = np.zeros((48, 48), bool)
+        mask[12:36, 12:36] = True  # the centred half-frame box is a blind candidate
+        image[mask] = rng.integers(190, 256, (int(mask.sum()), 3), dtype=np.uint8)
+        return image, mask
+
+    (a, ma), (b, mb), (c, mc) = scene(), scene(), scene()
+    segmenter = CountingSegmenter(build_segmenter(load_config(overrides=GRABCUT).reward))
+    actor = RewardActor(load_config(overrides=GRABCUT), "reward-test", segmenter=segmenter)
+    scores = actor.baselines([a, b], [ma, mb], [c], [mc], 48)
+    assert scores.blind.boxes == [(12, 12, 35, 35)] and scores.chosen_on == 2
+    assert scores.blind_iou[0] > 0.95 and scores.oracle_iou[0] > 0.95
+    assert [len(call) for call in segmenter.calls] == [56, 56, 2]  # family (mean box = a grid box), then 2
+    assert actor.stats()["baselines_s"] > 0
