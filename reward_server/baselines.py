@@ -144,8 +144,9 @@ def oracle_prompt(mask: np.ndarray) -> SegPrompt:
 # ------------------------------------------------------------------------------------------------- scoring
 def _ious(masks: np.ndarray, gt: np.ndarray) -> np.ndarray:
     """float64[N] IoU of bool[N, H, W] against one bool[H, W]."""
-    pred = torch.from_numpy(np.ascontiguousarray(masks, dtype=bool))
-    truth = torch.from_numpy(np.ascontiguousarray(gt, dtype=bool)).expand_as(pred)
+    # copies: arrays from Ray's object store are read-only, which torch.from_numpy warns about
+    pred = torch.from_numpy(np.array(masks, dtype=bool))
+    truth = torch.from_numpy(np.array(gt, dtype=bool)).expand_as(pred)
     return iou(pred, truth).numpy()
 
 

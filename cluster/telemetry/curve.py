@@ -32,11 +32,12 @@ def write_eval_curve(history: Sequence[Mapping[str, Any]], path: str | Path, tit
     """Write the PNG; None (and no file) when no row of `history` has eval/iou. Rows need a "step"."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 
     rows = [row for row in history if _number(row, "eval/iou") is not None and _number(row, "step") is not None]
     if not rows:
         return None
-    figure = Figure(figsize=(7.0, 4.2), dpi=110)
+    figure = Figure(figsize=(7.0, 4.8), dpi=110)
     FigureCanvasAgg(figure)
     axes = figure.add_subplot()
     for key, label, style in POLICY_LINES:
@@ -51,14 +52,16 @@ def write_eval_curve(history: Sequence[Mapping[str, Any]], path: str | Path, tit
             axes.axhline(value, color=colour, linestyle="--", label=f"{name} ({value:.2f})")
     axes.set_xlabel("GRPO step")
     axes.set_ylabel("held-out IoU")
-    axes.set_ylim(0.0, 1.0)
+    axes.set_ylim(0.0, 1.02)
+    axes.xaxis.set_major_locator(MaxNLocator(integer=True))  # steps are whole numbers
     steps = [row["step"] for row in rows]
     axes.set_xlim(min(steps) - 0.5, max(steps) + 0.5)
     axes.grid(True, alpha=0.3)
     gain = _number(last, "eval/localisation_gain")
     heading = f"{title}: held-out IoU" if title else "held-out IoU"
     axes.set_title(heading + (f" (localisation gain {gain:.2f} at step {last['step']})" if gain is not None else ""))
-    axes.legend(loc="best", fontsize="small")
+    # below the axes: inside, it would hide the oracle line near IoU 1
+    axes.legend(loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2, fontsize="small", frameon=False)
     figure.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -9,7 +9,8 @@
 and a strip below with an optional caption and a legend of the marks.
 
 Drawn in this order, so later marks stay visible on top of earlier ones:
-predicted mask tinted (PRED_TINT at PRED_ALPHA), ground-truth contour (GT_COLOUR), prompt boxes
+predicted mask tinted (PRED_TINT at PRED_ALPHA) and outlined in PRED_TINT (so a tinted prediction is not
+mistaken for a bluish object of the image), ground-truth contour (GT_COLOUR), prompt boxes
 (BOX_COLOUR), positive points as filled discs (POSITIVE_COLOUR), negative points as crosses
 (NEGATIVE_COLOUR). All colours are RGB; images are RGB throughout the project.
 """
@@ -77,6 +78,8 @@ def render_overlay(
     tint = np.array(PRED_TINT, dtype=np.float32)
     canvas[pred] = np.rint((1 - PRED_ALPHA) * canvas[pred] + PRED_ALPHA * tint).astype(np.uint8)
 
+    outline, _ = cv2.findContours(pred.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+    cv2.drawContours(canvas, outline, -1, PRED_TINT, thickness)
     contours, _ = cv2.findContours(gt.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
     cv2.drawContours(canvas, contours, -1, GT_COLOUR, thickness)
 
@@ -139,11 +142,11 @@ def legend_strip(width: int, caption: str = "") -> np.ndarray:  # uint8[h, width
             used = 6
         rows[-1].append(item)
         used += need
-    lines = ([caption] if caption else []) + [""] * len(rows)
-    strip = np.full((line_h * len(lines) + 4, width, 3), LEGEND_BACKGROUND, np.uint8)
+    caption_lines = _wrap(caption, width - 12, scale, thickness)
+    strip = np.full((line_h * (len(caption_lines) + len(rows)) + 4, width, 3), LEGEND_BACKGROUND, np.uint8)
     y = line_h - baseline - 2
-    if caption:
-        cv2.putText(strip, caption, (6, y), _FONT, scale, LEGEND_TEXT, thickness, cv2.LINE_AA)
+    for line in caption_lines:
+        cv2.putText(strip, line, (6, y), _FONT, scale, LEGEND_TEXT, thickness, cv2.LINE_AA)
         y += line_h
     for row in rows:
         x = 6
@@ -155,6 +158,18 @@ def legend_strip(width: int, caption: str = "") -> np.ndarray:  # uint8[h, width
     return strip
 
 
+def _wrap(text: str, width: int, scale: float, thickness: int) -> list[str]:
+    """Words of `text` on lines no wider than `width` pixels (a longer single word gets a line of its own)."""
+    lines: list[str] = []
+    for word in text.split():
+        joined = f"{lines[-1]} {word}" if lines else word
+        if lines and cv2.getTextSize(joined, _FONT, scale, thickness)[0][0] <= width:
+            lines[-1] = joined
+        else:
+            lines.append(word)
+    return lines
+
+
 def _swatch(canvas: np.ndarray, kind: str, x: int, y: int, size: int, thickness: int) -> None:
     """A size x size sample of a mark at (x, y), top-left."""
     far = (x + size - 1, y + size - 1)
@@ -164,6 +179,7 @@ def _swatch(canvas: np.ndarray, kind: str, x: int, y: int, size: int, thickness:
     elif kind == "tint":
         area = canvas[y : y + size, x : x + size]
         area[:] = np.rint((1 - PRED_ALPHA) * area + PRED_ALPHA * np.array(PRED_TINT, np.float32)).astype(np.uint8)
+        cv2.rectangle(canvas, (x, y), far, PRED_TINT, thickness)
     elif kind == "box":
         cv2.rectangle(canvas, (x, y), far, BOX_COLOUR, thickness)
     elif kind == "positive":

@@ -110,6 +110,14 @@ def test_panel_is_upscaled_nearest_with_marks_at_scale_and_a_legend(scene):
         assert (legend == colour).all(axis=2).any()
 
 
+def test_long_captions_wrap_inside_the_panel(scene):
+    image, gt, pred = scene
+    short = render_panel(image, gt, pred, caption="IoU 0.10")
+    long = render_panel(image, gt, pred, caption="eval_end step 20 " + "a-very-long-sample-id " * 4 + "IoU 0.10")
+    assert long.shape[0] > short.shape[0] and long.shape[1] == short.shape[1] == 448
+    assert (long[448:, -4:] == LEGEND_BACKGROUND).all()  # no text runs off the right edge
+
+
 def test_large_frames_are_not_upscaled(scene):
     image = np.zeros((400, 500, 3), np.uint8)
     panel = render_panel(image, np.zeros((400, 500), bool), np.zeros((400, 500), bool))

@@ -50,6 +50,7 @@ def test_overlay_marks_expected_pixels(scene):
     assert tuple(out[45, 45]) == POSITIVE_COLOUR and tuple(out[45, 47]) == POSITIVE_COLOUR  # disc
     assert tuple(out[56, 12]) == NEGATIVE_COLOUR and tuple(out[54, 10]) == NEGATIVE_COLOUR  # tilted cross
     assert tuple(out[12, 15]) == tuple(tinted)  # prediction interior, away from every line
+    assert tuple(out[10, 15]) == PRED_TINT and tuple(out[15, 29]) == PRED_TINT  # prediction outline
     assert tuple(out[30, 30]) == (GREY, GREY, GREY)  # inside GT, outside prediction: untouched
     assert tuple(out[60, 60]) == (GREY, GREY, GREY)  # background
 
