@@ -5,9 +5,13 @@
         config.json, ...       model config, generation config and processor: `from_pretrained(step_<N>)` works,
                                so `segr1 eval` and `segr1 predict` take a checkpoint directory as it is
         reference.safetensors  only when the reference was reset from the policy (e.g. after the warm start)
-        optimizer.pt           rank 0 optimizer + lr-scheduler state; optimizer.rank<R>.pt for ranks R > 0
-        rng.pt                 python / numpy / torch (/ cuda) RNG states; rng.rank<R>.pt for ranks R > 0
+        optimizer.safetensors  rank 0 optimizer + lr-scheduler state; optimizer.rank<R>.safetensors for ranks R > 0
+        rng.safetensors        python / numpy / torch (/ cuda) RNG states; rng.rank<R>.safetensors for ranks R > 0
         state.json             step, weights version, world size, ZeRO stage, extra_state (sampler cursor, ...)
+
+Nothing in a checkpoint is a pickle: optimizer and RNG state are tensors + JSON (learner/state_file.py), so
+loading a checkpoint from elsewhere cannot run code. A directory in the older pickle layout (optimizer.pt,
+rng.pt) is refused with an error naming the file, without reading it.
 
 Every rank writes into a staging directory `.step_<N>.tmp` beside the target; rank 0 renames it into place
 after a barrier, so a crash never leaves a half-written `step_<N>` behind (state.json is written last).
@@ -16,7 +20,6 @@ after a barrier, so a crash never leaves a half-written `step_<N>` behind (state
 from __future__ import annotations
 
 import json
-import pickle
 import random
 import shutil
 from pathlib import Path
@@ -29,6 +32,8 @@ STATE_FILE = "state.json"
 MODEL_FILE = "model.safetensors"
 REFERENCE_FILE = "reference.safetensors"
 FORMAT_VERSION = 1
+STATE_SUFFIX = ".safetensors"
+PICKLE_SUFFIX = ".pt"  # the older layout's optimizer / RNG files: refused, never unpickled
 
 
 class CheckpointError(RuntimeError):
@@ -102,13 +107,38 @@ def load_tensors(path: Path) -> dict[str, torch.Tensor]:
         raise CheckpointError(f"corrupt checkpoint file {path}: {e}") from e
 
 
-def load_torch(path: Path) -> Any:
+def refuse_pickles(directory: Path, *names: str) -> None:
+    """Raise CheckpointError naming the first pickle file that stands where state is expected."""
+    for name in names:
+        pickled = directory / name.replace(STATE_SUFFIX, PICKLE_SUFFIX)
+        if not (directory / name).is_file() and pickled.is_file():
+            raise CheckpointError(
+                f"refusing to load {pickled}: it is a pickle (the older checkpoint layout), and unpickling a "
+                f"file can run arbitrary code; this learner reads {name} (tensors + JSON) instead")
+
+
+def save_state(path: Path, state: dict[str, Any]) -> None:
+    from learner.state_file import StateFileError
+    from learner.state_file import save_state as write
+
+    try:
+        write(path, state)
+    except StateFileError as e:
+        raise CheckpointError(f"{path.name}: cannot store {e}") from None
+
+
+def load_state(path: Path, template: Any = None) -> dict[str, Any]:
+    """Optimizer or RNG state written by save_state; objects are restored into `template`'s (learner/state_file)."""
+    from learner.state_file import StateFileError
+    from learner.state_file import load_state as read
+
     if not path.is_file():
         raise CheckpointError(f"checkpoint file not found: {path}")
     try:
-        # RNG states hold numpy arrays and python tuples: written by us, so full unpickling is acceptable
-        return torch.load(path, map_location="cpu", weights_only=False)
-    except (RuntimeError, EOFError, pickle.UnpicklingError, ValueError, OSError) as e:
+        return read(path, template)
+    except StateFileError as e:
+        raise CheckpointError(f"{path}: {e}") from e
+    except Exception as e:  # safetensors raises its own error types for truncated, garbled or foreign files
         raise CheckpointError(f"corrupt checkpoint file {path}: {e}") from e
 
 
@@ -155,6 +185,10 @@ def _barrier(world_size: int) -> None:
         torch.distributed.barrier()
 
 
+def optimizer_state(engine: Any) -> dict[str, Any]:
+    return {"optimizer": engine.optimizer.state_dict(), "lr_scheduler": engine.lr_scheduler.state_dict()}
+
+
 def _load_optimizer(optimizer: Any, state: dict[str, Any], rank: int, world_size: int) -> None:
     """DeepSpeed's ZeRO/bf16 wrappers take one state per data-parallel rank and restore their fp32 master
     copies from it (exact); a bare torch optimizer takes its own state dict."""
@@ -191,10 +225,8 @@ def save_learner(actor: Any, final: Path, extra_state: dict[str, Any]) -> None:
         actor.processor.save_pretrained(staging)
     if rank == 0 and actor.reference is not None and actor.reference_from_policy:
         save_tensors(staging / REFERENCE_FILE, full_state_dict(actor.reference))
-    torch.save({"optimizer": actor.engine.optimizer.state_dict(),
-                "lr_scheduler": actor.engine.lr_scheduler.state_dict()},
-               staging / rank_file("optimizer", ".pt", rank))
-    torch.save(rng_state(), staging / rank_file("rng", ".pt", rank))
+    save_state(staging / rank_file("optimizer", STATE_SUFFIX, rank), optimizer_state(actor.engine))
+    save_state(staging / rank_file("rng", STATE_SUFFIX, rank), rng_state())
     _barrier(world)
     if rank == 0:
         save_json(staging / STATE_FILE, state)  # last: its presence marks a complete checkpoint
@@ -207,7 +239,9 @@ def load_learner(actor: Any, directory: Path) -> dict[str, Any]:
     from learner.models import gathered
 
     rank, world = actor.rank, actor.world_size
-    optimizer_file, rng_file = rank_file("optimizer", ".pt", rank), rank_file("rng", ".pt", rank)
+    optimizer_file, rng_file = rank_file("optimizer", STATE_SUFFIX, rank), rank_file("rng", STATE_SUFFIX, rank)
+    if directory.is_dir():
+        refuse_pickles(directory, optimizer_file, rng_file)
     require(directory, STATE_FILE, MODEL_FILE, optimizer_file, rng_file)
     state = load_json(directory / STATE_FILE)
     check_compatible(directory / STATE_FILE, state, world, actor.cfg.learner.zero_stage)
@@ -218,13 +252,13 @@ def load_learner(actor: Any, directory: Path) -> dict[str, Any]:
     if (directory / REFERENCE_FILE).is_file() and actor.reference is not None:
         copy_into(actor.reference, load_tensors(directory / REFERENCE_FILE), directory / REFERENCE_FILE)
         actor.reference_from_policy = True
-    saved = load_torch(directory / optimizer_file)
+    saved = load_state(directory / optimizer_file, template=optimizer_state(actor.engine))
     try:
         _load_optimizer(actor.engine.optimizer, saved["optimizer"], rank, world)
         actor.engine.lr_scheduler.load_state_dict(saved["lr_scheduler"])
-    except (KeyError, ValueError, RuntimeError, AssertionError) as e:
+    except (KeyError, ValueError, RuntimeError, AssertionError, TypeError) as e:
         raise CheckpointError(f"{directory / optimizer_file}: optimizer state does not fit this learner ({e})") from e
-    set_rng_state(load_torch(directory / rng_file))
+    set_rng_state(load_state(directory / rng_file))
     actor.step, actor.version = int(state["step"]), int(state["version"])
     _barrier(world)
     return dict(state["extra_state"])

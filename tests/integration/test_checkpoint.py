@@ -7,6 +7,8 @@ Exactness: 4 steps in one go and 2 steps, save, a NEW learner, load, 2 steps giv
 from __future__ import annotations
 
 import json
+import os
+import shlex
 import shutil
 
 import pytest
@@ -71,20 +73,21 @@ def test_checkpoint_directory_loads_with_from_pretrained(saved):
 def test_layout_and_rng_state(saved):
     _, directory = saved
     names = {p.name for p in directory.iterdir()}
-    learner_files = {"model.safetensors", "reference.safetensors", "optimizer.pt", "rng.pt", "state.json"}
+    learner_files = {"model.safetensors", "reference.safetensors", "optimizer.safetensors", "rng.safetensors",
+                     "state.json"}
     hf_files = {"config.json", "generation_config.json", "processor_config.json", "tokenizer.json"}
     assert learner_files | hf_files <= names
     assert not names - learner_files - hf_files - {"tokenizer_config.json", "chat_template.jinja"}, names
     assert not any(p.name.endswith(".tmp") for p in directory.parent.iterdir())  # staging was renamed away
     state = json.loads((directory / "state.json").read_text())
     assert (state["step"], state["world_size"], state["zero_stage"]) == (2, 1, 1)
-    rng = torch.load(directory / "rng.pt", weights_only=False)
+    from learner.checkpoint import load_state, set_rng_state
+
+    rng = load_state(directory / "rng.safetensors")
     torch.set_rng_state(rng["torch"])
     expected = torch.rand(3)
     torch.rand(5)  # move the generator on; loading must bring it back
-    from learner.checkpoint import load_torch, set_rng_state
-
-    set_rng_state(load_torch(directory / "rng.pt"))
+    set_rng_state(load_state(directory / "rng.safetensors"))
     assert torch.equal(torch.rand(3), expected)
 
 
@@ -108,11 +111,12 @@ def test_export_hf_loads_with_transformers(saved, tmp_path):
 
 
 @pytest.mark.parametrize("damage, message", [
-    ("delete:optimizer.pt", "missing file .*optimizer.pt"),
+    ("delete:optimizer.safetensors", "missing file .*optimizer.safetensors"),
     ("delete:state.json", "missing file .*state.json"),
     ("truncate:model.safetensors", "corrupt checkpoint file .*model.safetensors"),
     ("garble:state.json", "corrupt checkpoint file .*state.json"),
-    ("truncate:rng.pt", "corrupt checkpoint file .*rng.pt"),
+    ("truncate:rng.safetensors", "corrupt checkpoint file .*rng.safetensors"),
+    ("truncate:optimizer.safetensors", "corrupt checkpoint file .*optimizer.safetensors"),
 ])
 def test_broken_checkpoint_names_the_file(saved, tmp_path, damage, message):
     actor, directory = saved
@@ -134,3 +138,35 @@ def test_missing_directory_is_named(saved, tmp_path):
     actor, _ = saved
     with pytest.raises(CheckpointError, match="checkpoint directory not found: .*nowhere"):
         actor.load_checkpoint(str(tmp_path / "nowhere"))
+
+
+class Payload:
+    """Unpickling this runs a shell command that creates `marker` (what a hostile checkpoint could do)."""
+
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f"touch {shlex.quote(self.marker)}",)
+
+
+@pytest.mark.parametrize("planted, message", [
+    # the older layout: the loader names the pickle and does not open it
+    ("optimizer.pt", r"refusing to load .*/optimizer\.pt: it is a pickle"),
+    ("rng.pt", r"refusing to load .*/rng\.pt: it is a pickle"),
+    # a pickle under the name of a state file: safetensors cannot parse it, and nothing unpickles it
+    ("optimizer.safetensors", r"corrupt checkpoint file .*/optimizer\.safetensors"),
+])
+def test_a_malicious_pickle_is_refused_and_never_run(saved, tmp_path, planted, message):
+    actor, directory = saved
+    hostile = tmp_path / "step_2"
+    shutil.copytree(directory, hostile)
+    marker = tmp_path / "code_ran"
+    (hostile / planted.replace(".pt", ".safetensors")).unlink()
+    torch.save({"optimizer": Payload(str(marker)), "lr_scheduler": {}}, hostile / planted)  # what torch.save wrote
+    with pytest.raises(CheckpointError, match=message):
+        actor.load_checkpoint(str(hostile))
+    assert not marker.exists()
+    with open(hostile / planted, "rb") as f:  # a file object: torch.load reads "*.safetensors" paths as safetensors
+        torch.load(f, weights_only=False)  # control: what the old loader did runs the payload
+    assert marker.exists()

@@ -195,8 +195,8 @@ def test_two_ranks_stay_identical_and_match_one_rank(model_path, processor, tmp_
         assert max_abs_diff(group.full_state_dict(1), rank0) == 0.0
         group.train_step(items)
         assert max_abs_diff(group.full_state_dict(1), stepped) == 0.0
-        assert {"model.safetensors", "optimizer.pt", "optimizer.rank1.pt", "rng.pt", "rng.rank1.pt",
-                "state.json"} <= {p.name for p in (tmp_path / "step_1").iterdir()}
+        assert {"model.safetensors", "optimizer.safetensors", "optimizer.rank1.safetensors", "rng.safetensors",
+                "rng.rank1.safetensors", "state.json"} <= {p.name for p in (tmp_path / "step_1").iterdir()}
         group.shutdown()
     finally:
         ray.shutdown()
