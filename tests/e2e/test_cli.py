@@ -45,6 +45,10 @@ def test_eval_prints_the_table_and_writes_eval_json(synth, tiny_vlm, tmp_path):
     record = json.loads(out.read_text())
     assert record["n"] == 6 and record["checkpoint"] == tiny_vlm
     assert "eval.json" in proc.stdout
+    # blind and oracle rows under the policy's, and in eval.json: the oracle's GT box beats a fixed box
+    assert "blind (fixed prompt)" in proc.stdout and "oracle (GT box + point)" in proc.stdout
+    blind, oracle = (record["baselines"][k]["benchmarks"] for k in ("blind", "oracle"))
+    assert oracle["oracle (GT box + point)"]["metrics"]["gIoU"] > blind["blind (fixed prompt)"]["metrics"]["gIoU"]
 
 
 def test_predict_writes_a_mask_of_the_image_size(tiny_vlm, tmp_path):
