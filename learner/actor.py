@@ -35,6 +35,7 @@ from learner.models import (
 from segr1.chat import image_inputs, non_output_token_ids
 from segr1.config import Config
 from segr1.protocol import SFTItem, TrainItem
+from segr1.rendezvous import pin_gloo_to, tcp_store
 from segr1.weights import WeightSyncGroup, iter_tensor_buckets
 
 
@@ -54,7 +55,15 @@ class LearnerActor:
             # DeepSpeed's shared-memory all-reduce serves inference only, yet it is compiled (minutes of C++)
             # at init when marked compatible; training on CPU uses gloo, so skip it
             deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
-        deepspeed.init_distributed(dist_backend="nccl" if self.device.type == "cuda" else "gloo")
+        backend = "nccl" if self.device.type == "cuda" else "gloo"
+        if backend == "gloo":
+            pin_gloo_to(master_addr)
+        # our own rendezvous listens on master_addr only (DeepSpeed's env:// store would listen everywhere);
+        # DeepSpeed then adopts the initialised default group
+        if not torch.distributed.is_initialized():  # several in-process learners (tests) share one group
+            store = tcp_store(master_addr, master_port, rank, world_size)
+            torch.distributed.init_process_group(backend, store=store, rank=rank, world_size=world_size)
+        deepspeed.init_distributed(dist_backend=backend)
         torch.manual_seed(cfg.run.seed)  # identical initial state on every rank
 
         self.processor = AutoProcessor.from_pretrained(model_path)

@@ -317,9 +317,13 @@ class WeightSyncGroup:
 
         import torch.distributed as dist
 
+        from segr1.rendezvous import pin_gloo_to, tcp_store
+
         timeout = datetime.timedelta(seconds=timeout_s)
         self.rank, self.world_size, self.backend = rank, world_size, backend
-        self._store = dist.TCPStore(host, port, world_size, rank == 0, timeout, wait_for_workers=False)
+        if backend == "gloo":
+            pin_gloo_to(host)
+        self._store = tcp_store(host, port, rank, world_size, timeout_s)
         store = dist.PrefixStore("segr1/weight-sync", self._store)
         if backend == "nccl":
             self.device = torch.device("cuda", torch.cuda.current_device())
