@@ -20,6 +20,7 @@ TINY = [
     "data.synth_train_n=48", "data.synth_eval_n=4", "algorithm.prompts_per_step=2", "algorithm.group_size=4",
     "algorithm.warm_start.steps=2", "algorithm.eval_every=0", "rollout.max_new_tokens=48",
     "cluster.dashboard=false", "logging.tui=plain", "logging.wandb.mode=disabled", "logging.overlay_every=1",
+    "algorithm.baseline_images=4",  # the blind prompt chosen on 4 training images: seconds, not a minute
     f"model.tiny_dir={ROOT / '.cache' / 'tiny_vlm'}",
 ]
 
