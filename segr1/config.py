@@ -151,7 +151,9 @@ class LearnerConfig:
     grad_clip: float = 1.0
     micro_batch_size: int = 4  # completions per forward/backward
     ref_offload: bool = False
-    recompute_old_logp: bool = False  # else the rollout's sampling log-probs are the old log-probs
+    # True: the learner's own log-probs of the pre-update policy are the old log-probs (else the rollout engine's
+    # sampling log-probs are). Implied by algorithm.epochs > 1, algorithm.mini_batches > 1 and algorithm.tis_cap
+    recompute_old_logp: bool = False
     sync: WeightSyncConfig = field(default_factory=WeightSyncConfig)
 
 
@@ -175,6 +177,13 @@ class AlgorithmConfig:
     clip_low: float | None = None  # None = no clipping (released Seg-R1)
     clip_high: float | None = None  # None = same as clip_low
     agg: str = "seq-mean-token-mean"  # | token-mean | seq-mean-token-sum-norm
+    # PPO reuse of each rollout batch (TRL num_iterations, veRL ppo_epochs): passes over the batch, each split
+    # into `mini_batches` optimizer steps of whole groups. 1 and 1 = one update per batch (released Seg-R1)
+    epochs: int = 1
+    mini_batches: int = 1
+    # truncated importance sampling (Yao et al. 2025, veRL TIS, TRL vllm_importance_sampling_correction): each
+    # token's policy-gradient term weighs min(pi_learner_old / pi_engine, tis_cap); None = off (released Seg-R1)
+    tis_cap: float | None = None
     mode: str = "sync"  # sync | async
     max_staleness: int = 1  # async: batches generated ahead of the learner (each lags it by <= this many versions)
     dynamic_sampling: bool = False  # drop groups whose rewards are all equal
@@ -289,7 +298,7 @@ def validate(cfg: Config) -> Config:
     positive = [
         "run.steps", "data.frame_size", "rollout.num_workers", "rollout.max_new_tokens", "reward.num_actors",
         "learner.num_ranks", "learner.micro_batch_size", "algorithm.group_size", "algorithm.prompts_per_step",
-        "learner.sync.bucket_mb", "reward.max_batch_groups",
+        "learner.sync.bucket_mb", "reward.max_batch_groups", "algorithm.epochs", "algorithm.mini_batches",
     ]
     for path in positive:
         if _get(cfg, path) < 1:
@@ -304,6 +313,12 @@ def validate(cfg: Config) -> Config:
         raise ConfigError(f"algorithm.clip_low: must be > 0 or null, got {a.clip_low}")
     if a.clip_high is not None and a.clip_low is None:
         raise ConfigError("algorithm.clip_high: set algorithm.clip_low too (null clip_low means no clipping)")
+    if a.tis_cap is not None and a.tis_cap < 1:
+        raise ConfigError(f"algorithm.tis_cap: must be >= 1 or null, got {a.tis_cap} (a cap below 1 would "
+                          "down-weight even tokens where the engine and the learner agree)")
+    if a.mini_batches > a.prompts_per_step:
+        raise ConfigError(f"algorithm.mini_batches: {a.mini_batches} mini-batches of whole groups need at least "
+                          f"as many groups per step, got algorithm.prompts_per_step={a.prompts_per_step}")
     if not 0.0 < cfg.rollout.top_p <= 1.0:
         raise ConfigError(f"rollout.top_p: must be in (0, 1], got {cfg.rollout.top_p}")
     if cfg.rollout.temperature < 0:
