@@ -10,10 +10,22 @@ and L aggregates L_t over the completion tokens (mask) as chosen by ``agg``. The
 clip_low=None (no clipping: one update per rollout batch, so r_t == 1 in value but carries the policy
 gradient), beta=0.04, k3 and "seq-mean-token-mean".
 
+Engine/learner mismatch. The rollout engine (vLLM: other kernels, other precision) samples from pi_engine, not
+from the learner's pi_old. Truncated importance sampling (TIS; Yao et al. 2025, "Your efficient RL framework
+secretly brings you off-policy RL training") weighs each token's policy-gradient term by
+
+    w_t    = min(pi_old(y_t) / pi_engine(y_t), C)  = min(exp(old_t - engine_t), C)     (no gradient)
+    L_t    = -( w_t min(A_i r_t, A_i clip(r_t, ...)) - beta KL_t )
+
+and the mismatch itself is measured as the k3 estimate of KL(pi_engine || pi_old) on the engine's samples:
+exp(old_t - engine_t) - (old_t - engine_t) - 1, averaged over the completion tokens.
+
 Pure torch; no config objects; inputs are never modified.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 
@@ -59,6 +71,38 @@ def kl_penalty(logp: torch.Tensor, ref_logp: torch.Tensor, kind: str = "k3") -> 
     raise ValueError(f"kind must be one of {KL_KINDS}, got {kind!r}")
 
 
+def truncated_is_weights(
+    old_logp: torch.Tensor,  # [B, T] learner's log-probs of the sampled tokens under the pre-update policy
+    engine_logp: torch.Tensor,  # [B, T] the rollout engine's log-probs of the same tokens (it sampled them)
+    cap: float,
+) -> torch.Tensor:
+    """TIS weights min(exp(old - engine), cap) [B, T], detached: they reweigh samples, never carry gradient.
+
+    Computed as exp(min(old - engine, log cap)) so a huge log-ratio (e.g. on padding) never overflows to inf.
+    """
+    if cap <= 0:
+        raise ValueError(f"cap must be > 0, got {cap}")
+    if old_logp.shape != engine_logp.shape:
+        raise ValueError(f"old_logp {list(old_logp.shape)} and engine_logp {list(engine_logp.shape)} differ")
+    log_ratio = (old_logp - engine_logp).detach()  # [B, T]
+    return torch.exp(log_ratio.clamp(max=math.log(cap)))
+
+
+def engine_mismatch_kl(
+    old_logp: torch.Tensor,  # [B, T] learner's log-probs under the pre-update policy
+    engine_logp: torch.Tensor,  # [B, T] the rollout engine's sampling log-probs
+    mask: torch.Tensor,  # [B, T] 1 on completion tokens
+) -> torch.Tensor:
+    """Scalar k3 estimate of KL(pi_engine || pi_old), token mean over the mask: 0 when the two agree.
+
+    The tokens were sampled by the engine, so the unbiased, non-negative estimator takes the learner as the
+    "reference": k3(engine, old) = exp(old - engine) - (old - engine) - 1.
+    """
+    per_token = kl_penalty(engine_logp.detach(), old_logp.detach(), "k3")  # [B, T]
+    mask = mask.to(per_token.dtype)
+    return (per_token * mask).sum() / mask.sum().clamp(min=1)
+
+
 def policy_loss(
     logp: torch.Tensor,  # [B, T] log-probs of the sampled tokens under the policy being trained
     old_logp: torch.Tensor,  # [B, T] the same under the policy that sampled them
@@ -72,12 +116,14 @@ def policy_loss(
     kl: str = "k3",
     agg: str = "seq-mean-token-mean",
     max_len: int | None = None,
+    is_weights: torch.Tensor | None = None,  # [B, T] per-token weights of the policy-gradient term (TIS)
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """GRPO loss (scalar, differentiable in ``logp``) and float statistics of the batch.
 
     clip_low=None: no clipping (clip_high is then unused); clip_high=None: the same bound as clip_low.
     The KL statistic is reported whenever ref_logp is given, even with beta=0. ``max_len`` is the divisor of
-    "seq-mean-token-sum-norm" (default T). Statistics: ``kl`` (mean per token), ``clip_frac`` (share of
+    "seq-mean-token-sum-norm" (default T). ``is_weights`` (e.g. `truncated_is_weights`) multiply each token's
+    clipped surrogate, not its KL term; None = all 1. Statistics: ``kl`` (mean per token), ``clip_frac`` (share of
     tokens where the clipped branch is the one taken), ``ratio_mean``, ``adv_mean`` (per completion),
     ``tokens`` (number of masked tokens).
     """
@@ -100,6 +146,10 @@ def policy_loss(
     if ref_logp is None and beta != 0:
         raise ValueError("ref_logp is required when beta != 0")
     kl_value = torch.zeros_like(logp) if ref_logp is None else kl_penalty(logp, ref_logp, kl)  # [B, T]
+    if is_weights is not None:
+        if is_weights.shape != logp.shape:
+            raise ValueError(f"is_weights {list(is_weights.shape)} must match logp {list(logp.shape)}")
+        surrogate = surrogate * is_weights.detach().to(logp.dtype)
     per_token = -surrogate  # [B, T]
     if beta != 0:
         per_token = per_token + beta * kl_value

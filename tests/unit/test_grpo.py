@@ -1,4 +1,5 @@
-"""Tests of the GRPO math: advantages, KL estimators, the loss against the released formula, gradients."""
+"""Tests of the GRPO math: advantages, KL estimators, the loss against the released formula, gradients, and the
+engine/learner mismatch correction (TIS weights, engine KL)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import math
 import pytest
 import torch
 
-from learner.grpo import group_advantages, kl_penalty, policy_loss
+from learner.grpo import engine_mismatch_kl, group_advantages, kl_penalty, policy_loss, truncated_is_weights
 
 
 def test_group_advantages_hand_computed():
@@ -156,3 +157,86 @@ def test_bad_arguments_name_the_problem():
         policy_loss(logp, old_logp, ref_logp, advantages[:2], mask)
     with pytest.raises(ValueError, match="mask"):
         policy_loss(logp, old_logp, ref_logp, advantages, mask[:, :3])
+
+
+def test_truncated_is_weights_hand_computed():
+    old = torch.log(torch.tensor([[0.5, 0.2, 0.3]], dtype=torch.float64))
+    engine = torch.log(torch.tensor([[0.25, 0.4, 0.3]], dtype=torch.float64))
+    # pi_old / pi_engine = 2, 0.5, 1; the cap 1.5 truncates only the first
+    assert truncated_is_weights(old, engine, 1.5)[0].tolist() == pytest.approx([1.5, 0.5, 1.0], rel=1e-12)
+    assert truncated_is_weights(old, engine, 3.0)[0].tolist() == pytest.approx([2.0, 0.5, 1.0], rel=1e-12)
+    huge = truncated_is_weights(torch.tensor([[0.0]]), torch.tensor([[-1e4]]), 2.0)  # exp(1e4) would be inf
+    assert huge.item() == pytest.approx(2.0)
+    old.requires_grad_()
+    assert not truncated_is_weights(old, engine, 2.0).requires_grad
+    with pytest.raises(ValueError, match="cap"):
+        truncated_is_weights(old, engine, 0.0)
+
+
+def test_engine_kl_is_zero_when_engine_is_the_learner_and_k3_of_a_known_offset():
+    logp, _, _, _, mask = batch(seed=4)
+    assert engine_mismatch_kl(logp, logp, mask).item() == 0.0
+    # engine = learner + delta on every token: k3 = exp(-delta) + delta - 1 per token, so also its mean
+    for delta in (0.3, -0.5):
+        expected = math.exp(-delta) + delta - 1
+        assert engine_mismatch_kl(logp, logp + delta, mask).item() == pytest.approx(expected, rel=1e-12)
+    # per-token offsets: the mean over masked tokens only (masked-out offsets are huge and must not count)
+    offsets = torch.tensor([[0.1, 0.2, 9.0], [0.4, 9.0, 9.0]], dtype=torch.float64)
+    two_rows = torch.tensor([[1.0, 1.0, 0.0], [1.0, 0.0, 0.0]], dtype=torch.float64)
+    k3 = [math.exp(-d) + d - 1 for d in (0.1, 0.2, 0.4)]
+    assert engine_mismatch_kl(torch.zeros(2, 3, dtype=torch.float64), offsets, two_rows).item() == pytest.approx(
+        sum(k3) / 3, rel=1e-12)
+
+
+def test_tis_turns_engine_samples_into_the_on_policy_gradient():
+    """One token, three actions. The learner's policy is p = (0.5, 0.3, 0.2); the engine samples from
+    q = (0.25, 0.25, 0.5) (its log-probs = the learner's + log(q/p) per action), represented exactly by the batch
+    of four samples a = 0, 1, 2, 2. With A = (1, 0, -1) per action the on-policy gradient of the loss is
+    -sum_a p_a A_a grad log p_a; the uncorrected batch gives -sum_a q_a A_a grad log p_a instead."""
+    p = torch.tensor([0.5, 0.3, 0.2], dtype=torch.float64)
+    q = torch.tensor([0.25, 0.25, 0.5], dtype=torch.float64)
+    action_adv = torch.tensor([1.0, 0.0, -1.0], dtype=torch.float64)
+    actions = torch.tensor([0, 1, 2, 2])
+
+    def gradient(cap: float | None) -> torch.Tensor:
+        logits = torch.log(p).requires_grad_()
+        logp = torch.log_softmax(logits, dim=0)[actions][:, None]  # [4, 1]
+        old = logp.detach()  # the learner's pre-update log-probs (recomputed)
+        engine = old + torch.log(q / p)[actions][:, None]  # a known per-token offset
+        weights = None if cap is None else truncated_is_weights(old, engine, cap)
+        loss, _ = policy_loss(logp, old, None, action_adv[actions], torch.ones(4, 1, dtype=torch.float64),
+                              clip_low=None, beta=0.0, agg="token-mean", is_weights=weights)
+        loss.backward()
+        return logits.grad
+
+    logits = torch.log(p).requires_grad_()
+    (-(torch.softmax(logits, dim=0) * action_adv).sum()).backward()  # -E_p[A]
+    on_policy = logits.grad
+    # by hand: grad log p_a = e_a - p, so -sum_a w_a A_a (e_a - p) with w = p for on-policy, q for the engine
+    by_hand = lambda w: -sum(w[a] * action_adv[a] * (torch.eye(3, dtype=torch.float64)[a] - p) for a in range(3))
+    assert on_policy.tolist() == pytest.approx(by_hand(p).tolist(), abs=1e-12)
+    uncorrected = gradient(None)
+    assert uncorrected.tolist() == pytest.approx(by_hand(q).tolist(), abs=1e-12)
+    assert float((uncorrected - on_policy).norm()) > 0.1  # the mismatch biases the gradient
+    # cap above max p/q = 2: every weight is the full ratio p/q and the gradient is the on-policy one
+    assert gradient(10.0).tolist() == pytest.approx(on_policy.tolist(), abs=1e-12)
+    # cap 1.5 truncates action 0 (ratio 2): weights (1.5, 1.2, 0.4) -> q * w = (0.375, 0.3, 0.2)
+    truncated = gradient(1.5)
+    assert truncated.tolist() == pytest.approx(by_hand(torch.tensor([0.375, 0.3, 0.2], dtype=torch.float64)).tolist(), abs=1e-12)
+    assert float((truncated - on_policy).norm()) < 0.5 * float((uncorrected - on_policy).norm())
+
+
+def test_is_weights_scale_the_surrogate_but_not_the_kl_term():
+    logp, old_logp, ref_logp, advantages, mask = batch(seed=5)
+    base, _ = policy_loss(logp, old_logp, ref_logp, advantages, mask, clip_low=0.2, beta=0.0)
+    ones, _ = policy_loss(logp, old_logp, ref_logp, advantages, mask, clip_low=0.2, beta=0.0,
+                          is_weights=torch.ones_like(logp))
+    doubled, _ = policy_loss(logp, old_logp, ref_logp, advantages, mask, clip_low=0.2, beta=0.0,
+                             is_weights=torch.full_like(logp, 2.0))
+    assert ones.item() == base.item() and doubled.item() == pytest.approx(2 * base.item(), rel=1e-12)
+    kl_only, _ = policy_loss(logp, old_logp, ref_logp, torch.zeros(3, dtype=logp.dtype), mask, beta=0.04)
+    kl_weighted, _ = policy_loss(logp, old_logp, ref_logp, torch.zeros(3, dtype=logp.dtype), mask, beta=0.04,
+                                 is_weights=torch.full_like(logp, 2.0))
+    assert kl_weighted.item() == kl_only.item() > 0  # A = 0: only the KL term, which the weights leave alone
+    with pytest.raises(ValueError, match="is_weights"):
+        policy_loss(logp, old_logp, ref_logp, advantages, mask, is_weights=torch.ones(3, 4))
