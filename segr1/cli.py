@@ -5,8 +5,16 @@
     segr1 predict --checkpoint DIR --image PATH --out MASK.png [--overlay PATH]
     segr1 data synth --out PATH --n N --seed S
     segr1 data convert {cod10k,camo,nc4k,duts,dis5k,refcoco,reasonseg} --root DIR --out PATH
+    segr1 data convert NAME --root DIR --out PATH --skip-bad     (bad samples listed in PATH.skipped.csv)
     segr1 scale --run NAME [--rollout N] [--reward M]
+    segr1 stop --run NAME
     segr1 status --run NAME
+    segr1 --debug COMMAND ...     (a traceback also for bad input)
+
+Bad input (a missing file or folder, a corrupt image or Parquet file, a bad config key or value, no cluster at
+the address) ends a command with one line on stderr naming the bad thing and exit status 2; `user_errors()`
+is the one list of what counts as bad input. Anything else is a bug and keeps its traceback. Cheap checks of a
+command's inputs run here, before the heavy imports and work, so they fail fast and without a Ray cluster.
 
 Heavy imports (torch, Ray, DeepSpeed) happen inside the commands, so `segr1 --help` is instant.
 """
@@ -14,31 +22,157 @@ Heavy imports (torch, Ray, DeepSpeed) happen inside the commands, so `segr1 --he
 from __future__ import annotations
 
 import argparse
+import socket
 import sys
 from collections.abc import Sequence
+from pathlib import Path
+
+from segr1.errors import UsageError
 
 CONVERTERS = ("cod10k", "camo", "nc4k", "duts", "dis5k", "refcoco", "reasonseg")
+USER_ERROR_EXIT = 2  # as argparse's own usage errors
+PROBE_TIMEOUT_S = 5.0  # an address that does not answer within this is reported, not waited on for minutes
 
 
+def user_errors() -> dict[type[BaseException], str]:
+    """Exception type -> the kind printed before its message: the one list of what counts as bad input."""
+    import yaml
+
+    from segr1.config import ConfigError
+    from segr1.data.errors import DataError
+
+    return {ConfigError: "config error", yaml.YAMLError: "config error", DataError: "data error",
+            UsageError: "error", FileNotFoundError: "error", NotADirectoryError: "error",
+            IsADirectoryError: "error", PermissionError: "error"}
+
+
+def describe_user_error(error: BaseException) -> str | None:
+    """`kind: message` on one line if `error` is bad input (also when raised inside a Ray task), else None."""
+    ray_exceptions = sys.modules.get("ray.exceptions")
+    if ray_exceptions is not None and isinstance(error, ray_exceptions.RayTaskError):
+        error = error.cause  # the task's own error, without Ray's text of the remote traceback
+    kind = next((kind for error_type, kind in user_errors().items() if isinstance(error, error_type)), None)
+    if kind is None:
+        return None
+    if isinstance(error, OSError) and error.filename is not None:
+        message = f"{error.filename}: {error.strerror}"  # not "[Errno 2] ...", which hides the path at the end
+    else:
+        message = str(error)
+    return f"{kind}: " + " ".join(line.strip() for line in message.splitlines() if line.strip())
+
+
+# ------------------------------------------------------------------------------------------ input checks
+def _require_dir(path: str, option: str) -> None:
+    if not Path(path).is_dir():
+        raise UsageError(f"{option}: no directory at {path}")
+
+
+def _require_writable_image(path: str, option: str) -> None:
+    """An image file OpenCV can write at `path` (it returns False rather than raising when it cannot)."""
+    import cv2
+
+    if not Path(path).resolve().parent.is_dir():
+        raise UsageError(f"{option}: folder {Path(path).resolve().parent} does not exist")
+    if not cv2.haveImageWriter(path):
+        raise UsageError(f"{option}: cannot write an image with the extension of {path} (use .png)")
+
+
+def _require_dataset(path: str, key: str, frame_size: int) -> None:
+    """Open a Parquet dataset as training and evaluation will (schema, ids, tasks), naming the config key."""
+    from segr1.data.dataset import SegDataset
+
+    if not Path(path).is_file():
+        raise UsageError(f"{key}: no Parquet file at {path}")
+    SegDataset(path, frame_size)  # raises DataError naming the file, row and column
+
+
+def _reachable_ray_address(address: str) -> str:
+    """`address` as Ray resolves it (auto: RAY_ADDRESS, else the newest local cluster), checked to answer.
+
+    Ray itself would retry an address without a cluster for minutes, logging each try, and the address file
+    that "auto" reads can outlive its cluster.
+    """
+    from ray._private.services import canonicalize_bootstrap_address  # what ray.init uses
+
+    if address.startswith("ray://"):
+        return address  # Ray Client: its own connection checks apply
+    if address not in ("auto", "local"):
+        host, _, port = address.rpartition(":")
+        if not host or not port.isdigit():
+            raise UsageError(f"--address: expected HOST:PORT, ray://HOST:PORT or auto, got {address!r}")
+    try:
+        resolved = canonicalize_bootstrap_address(address)
+    except ConnectionError as error:  # auto, and no cluster found
+        raise UsageError(f"--address {address}: {error}") from None
+    if resolved is None:
+        raise UsageError("--address local: would start a new, empty cluster; give auto or HOST:PORT")
+    host, _, port = resolved.rpartition(":")
+    try:
+        socket.create_connection((host, int(port)), timeout=PROBE_TIMEOUT_S).close()
+    except OSError as error:
+        raise UsageError(f"--address {address}: no Ray cluster answers at {resolved} ({error})") from None
+    return resolved
+
+
+def _connect_ray(address: str) -> None:
+    """Join the Ray cluster at `address` quietly (no INFO lines), or fail in one line."""
+    import logging
+
+    import ray
+
+    from cluster.scaling import NAMESPACE
+
+    resolved = _reachable_ray_address(address)
+    try:
+        ray.init(address=resolved, namespace=NAMESPACE, log_to_driver=False, logging_level=logging.WARNING)
+    except ConnectionError as error:  # it answers but refuses us, e.g. it wants an auth token we lack
+        # Ray puts the reason as the last line of a traceback in the cause's text; its first sentence is enough
+        lines = str(error.__cause__ or "").strip().splitlines()
+        detail = f" ({lines[-1].strip().split('. ')[0]})" if lines else ""
+        raise UsageError(f"--address {address}: {error}{detail}") from None
+
+
+# ------------------------------------------------------------------------------------------ commands
 def _cmd_train(args: argparse.Namespace) -> int:
-    from cluster.job import train
     from segr1.config import load_config
 
     cfg = load_config(args.config, args.overrides)
+    for key, path in (("data.train", cfg.data.train), ("data.eval", cfg.data.eval)):
+        if path:  # empty means synthetic data, made by the job
+            _require_dataset(path, key, cfg.data.frame_size)
+    from cluster.job import train
+
     train(cfg)
     return 0
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
-    from cluster.evaluate import evaluate_checkpoint
     from segr1.config import load_config
 
     cfg = load_config(args.config, args.overrides)
+    _require_dir(args.checkpoint, "--checkpoint")
+    if not cfg.data.eval:
+        raise UsageError("data.eval: give the Parquet file to evaluate on (e.g. data.eval=cod10k_test.parquet)")
+    _require_dataset(cfg.data.eval, "data.eval", cfg.data.frame_size)
+    from cluster.evaluate import evaluate_checkpoint
+
     evaluate_checkpoint(cfg, args.checkpoint, out=args.out)
     return 0
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
+    import cv2
+
+    _require_dir(args.checkpoint, "--checkpoint")
+    if not Path(args.image).is_file():
+        raise UsageError(f"--image: no file at {args.image}")
+    if cv2.imread(args.image, cv2.IMREAD_COLOR) is None:
+        raise UsageError(f"--image: not a readable image: {args.image}")
+    if args.config is not None and not Path(args.config).is_file():
+        raise UsageError(f"--config: no file at {args.config}")
+    _require_writable_image(args.out, "--out")
+    if args.overlay:
+        _require_writable_image(args.overlay, "--overlay")
     from cluster.predict import predict
 
     predict(args.checkpoint, args.image, args.out, overlay=args.overlay, config=args.config,
@@ -47,8 +181,14 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
 
 def _cmd_data_synth(args: argparse.Namespace) -> int:
-    from segr1.data.synth import synthesize
+    from segr1.data.synth import synth_row, synthesize
 
+    if args.n < 1:
+        raise UsageError(f"--n: must be >= 1, got {args.n}")
+    try:
+        synth_row(args.seed, 0, args.size)  # the generator's own check of the size, before a file is started
+    except ValueError as error:
+        raise UsageError(f"--size: {error}") from None
     path = synthesize(args.out, n=args.n, seed=args.seed, size=args.size)
     print(f"wrote {args.n} synthetic samples to {path}")
     return 0
@@ -57,17 +197,17 @@ def _cmd_data_synth(args: argparse.Namespace) -> int:
 def _cmd_data_convert(args: argparse.Namespace) -> int:
     from segr1.data.convert import convert
 
-    stats = convert(args.name, args.root, args.out, split=args.split)
-    print(f"wrote {args.out}")
+    stats = convert(args.name, args.root, args.out, split=args.split, skip_bad=args.skip_bad)
     print(stats.summary())
     return 0
 
 
 def _cmd_scale(args: argparse.Namespace) -> int:
+    if args.rollout is None and args.reward is None:
+        raise UsageError("give --rollout N and/or --reward M")
+    _connect_ray(args.address)
     from cluster.scaling import request_scale
 
-    if args.rollout is None and args.reward is None:
-        raise SystemExit("segr1 scale: give --rollout N and/or --reward M")
     wait_s = None if args.no_wait else args.timeout
     sizes = request_scale(args.run, rollout=args.rollout, reward=args.reward, address=args.address, wait_s=wait_s)
     if not sizes["applied"]:
@@ -82,6 +222,7 @@ def _cmd_scale(args: argparse.Namespace) -> int:
 def _cmd_stop(args: argparse.Namespace) -> int:
     from cluster.scaling import request_stop
 
+    _connect_ray(args.address)
     at = request_stop(args.run, address=args.address)
     print(f"run {args.run}: stop requested at step {at['step']}; the next step to start is the last "
           "(evaluated and checkpointed), then the job exits")
@@ -91,6 +232,7 @@ def _cmd_stop(args: argparse.Namespace) -> int:
 def _cmd_status(args: argparse.Namespace) -> int:
     from cluster.scaling import run_status
 
+    _connect_ray(args.address)
     for key, value in run_status(args.run, address=args.address).items():
         print(f"{key}: {value}")
     return 0
@@ -98,6 +240,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="segr1", description="Seg-R1 GRPO training for promptable segmentation.")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of bad-input errors too")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("train", help="train a policy with GRPO (starts or joins a Ray cluster)")
@@ -135,6 +278,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--root", required=True)
     p.add_argument("--out", required=True)
     p.add_argument("--split", default=None, help="default: the data set's first split (e.g. train; nc4k: test)")
+    p.add_argument("--skip-bad", action="store_true",
+                   help="leave out unreadable or mismatched samples (listed in OUT.skipped.csv) instead of failing")
     p.set_defaults(func=_cmd_data_convert)
 
     for name, helptext, func in (("scale", "resize the pools of a running job", _cmd_scale),
@@ -154,13 +299,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from segr1.config import ConfigError
-
     try:
         return args.func(args)
-    except ConfigError as e:
-        print(f"segr1: config error: {e}", file=sys.stderr)
-        return 2
+    except SystemExit as stop:  # the services' own one-line refusals, e.g. "no running job named ..."
+        if args.debug or not isinstance(stop.code, str):
+            raise
+        line = stop.code if stop.code.startswith("segr1") else f"segr1: error: {stop.code}"
+        print(line, file=sys.stderr)
+        return 1
+    except Exception as error:
+        line = None if args.debug else describe_user_error(error)
+        if line is None:
+            raise  # a bug, or --debug: keep the traceback
+        print(f"segr1: {line}", file=sys.stderr)
+        return USER_ERROR_EXIT
 
 
 if __name__ == "__main__":

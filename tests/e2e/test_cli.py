@@ -69,3 +69,17 @@ def test_bad_config_key_exits_2_naming_the_key(tmp_path):
                           env=runs.env(), capture_output=True, text=True, timeout=120, check=False)
     assert proc.returncode == 2
     assert "algorithm.gruop_size" in proc.stderr
+
+
+def test_bad_input_is_one_line_and_debug_shows_the_traceback(tmp_path):
+    import subprocess
+
+    (tmp_path / "COD10K-v3/Test/Image").mkdir(parents=True)  # no Train/ folder
+    args = ["data", "convert", "cod10k", "--root", str(tmp_path / "COD10K-v3"), "--out", str(tmp_path / "x.parquet")]
+    plain, debug = (subprocess.run([SEGR1, *flags, *args], cwd=runs.ROOT, env=runs.env(), capture_output=True,
+                                   text=True, timeout=120, check=False) for flags in ([], ["--debug"]))
+    assert plain.returncode == 2 and "Traceback" not in plain.stderr
+    missing = tmp_path / "COD10K-v3" / "Train" / "Image"
+    assert plain.stderr.splitlines() == [f"segr1: data error: {missing}: missing folder (expected COD10K-v3 images)"]
+    assert debug.returncode == 1 and "Traceback (most recent call last)" in debug.stderr
+    assert debug.stderr.rstrip().splitlines()[-1].startswith("segr1.data.errors.DataError: ")
