@@ -134,3 +134,15 @@ def test_missing_image_annotation_and_corrupt_pickle_are_named(tmp_path):
     (root / "refcoco/refs(unc).p").write_bytes(b"\x80\x02garbage")
     with pytest.raises(DataError, match=r"refs\(unc\)\.p: unreadable refs pickle"):
         convert("refcoco", str(root), str(tmp_path / "x.parquet"), split="val")
+
+
+def test_skip_bad_leaves_out_an_image_that_is_missing_and_keeps_the_others(tmp_path):
+    root = build_refcoco(tmp_path / "refer")
+    missing = root / "images/train2014/COCO_train2014_000000000002.jpg"
+    missing.unlink()
+    stats = convert("refcoco", str(root), str(tmp_path / "x.parquet"), split="val", skip_bad=True)
+    assert stats.rows == 3 and stats.bad == [(str(missing), "missing image file of image_id 2")]
+    assert SegDataset(tmp_path / "x.parquet", 4).sample_ids == [f"refcoco-val/{sid}" for sid in (100, 101, 102)]
+    (root / "refcoco/instances.json").write_text("{not json")
+    with pytest.raises(DataError, match=r"instances\.json: unreadable COCO instances json \(JSONDecodeError"):
+        convert("refcoco", str(root), str(tmp_path / "x.parquet"), split="val")
