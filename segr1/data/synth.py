@@ -1,10 +1,12 @@
-"""Deterministic synthetic camouflaged objects: the data of the CPU demo and of the tests.
+"""Deterministic synthetic scenes: the data of the CPU demo and of the tests. The target can only be found by looking.
 
-Each image holds one object on a textured background. Both textures come from the same family (smooth
-multi-octave noise blending two colours), so the object blends in; it differs by a colour shift orthogonal
-to the background's colour axis and by the noise frequency, so it stays separable by colour statistics
-(GrabCut from the object's box finds it; filling the box scores lower) and a small ViT can learn where it is.
-Shapes: ellipse, superellipse, smooth blob or star polygon, randomly rotated, covering 5-40% of the frame.
+Each image holds one target and 2-3 distractors on a muted textured background. The target's colours come from
+the warm family (red to yellow), the distractors' from the cool family (green to blue), both textured so the
+objects are not flat fills. Every object covers 5-10% of the frame, and objects are placed apart (the target's
+box holds no distractor pixel), so GrabCut from the target's box finds the target alone. A box that ignores the
+image scores little: where the target is changes from image to image, and what sits elsewhere is a distractor.
+(The earlier design, one camouflaged object per image, was solved by a constant near-full-frame box at IoU 0.905,
+so RL on it never had to look.) Shapes: ellipse, superellipse, smooth blob or star polygon, randomly rotated.
 
 Every sample is a pure function of (seed, index): `synth_sample(seed, index)`. A held-out split is the same
 generator with another seed (seeds give independent streams), e.g.
@@ -23,13 +25,18 @@ from segr1.data.schema import FOREGROUND_INSTRUCTION, Row
 from segr1.data.writer import DatasetWriter
 
 SHAPES = ("ellipse", "superellipse", "blob", "polygon")
-AREA_RANGE = (0.02, 0.20)  # object area as a fraction of the frame (camouflaged objects are often small)
-# Difficulty knobs, in RGB units. The object/background colour shift sets how camouflaged objects are:
-# at 20-34 GrabCut from the box starts to fail outright on some images, at 28-42 it finds nearly all.
-PALETTE_SPREAD = 50.0  # distance between the two colours each texture blends
-SHIFT_RANGE = (28.0, 42.0)  # object palette offset, orthogonal to the background's colour axis
-GRAIN_STD = 7.0  # per-pixel sensor noise
+AREA_RANGE = (0.04, 0.08)  # area of each object as a fraction of the frame
+DISTRACTORS = (3, 4)  # inclusive range of distractors per image
+# Hues in degrees (OpenCV's 8-bit hue is degrees / 2). Warm and cool stay 60+ degrees apart, so the family of
+# an object is clear from its colour alone, whatever its brightness.
+TARGET_HUES = (-20.0, 40.0)  # red .. orange-yellow (negative wraps to crimson)
+DISTRACTOR_HUES = (100.0, 270.0)  # green .. blue .. indigo
+OBJECT_SATURATION = (0.55, 0.95)
+BACKGROUND_SATURATION = (0.0, 0.2)  # muted: the background belongs to neither family
+GAP = 3  # pixels kept free between the target's box and any distractor
+GRAIN_STD = 6.0  # per-pixel sensor noise, RGB units
 _OUTLINE_POINTS = 96
+_PLACEMENT_TRIES = 200
 
 
 def _unit_outline(rng: np.random.Generator, shape: str) -> np.ndarray:
@@ -64,19 +71,76 @@ def _polygon_area(points: np.ndarray) -> float:
     return 0.5 * abs(float(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1))))
 
 
-def _object_mask(rng: np.random.Generator, size: int) -> np.ndarray:
-    """bool[size, size]: one shape, scaled to a random area fraction and placed fully inside the frame."""
+def _object_outline(rng: np.random.Generator, size: int) -> np.ndarray:
+    """float[K, 2] outline of one shape scaled to a random area fraction, centred on the origin."""
     outline = _unit_outline(rng, SHAPES[int(rng.integers(len(SHAPES)))])
     target_area = rng.uniform(*AREA_RANGE) * size * size
     extent = outline.max(axis=0) - outline.min(axis=0)
     scale = min(np.sqrt(target_area / _polygon_area(outline)), 0.9 * (size - 2) / float(extent.max()))
-    outline = outline * scale
-    low, high = outline.min(axis=0), outline.max(axis=0)
-    centre = rng.uniform(1 - low, size - 2 - high)  # keeps the whole object inside the frame
+    return outline * scale
+
+
+def _rasterise(outline: np.ndarray, centre: np.ndarray, size: int) -> np.ndarray:
     mask = np.zeros((size, size), np.uint8)
     fixed_point = np.round((outline + centre) * 16).astype(np.int32)  # 4 fractional bits for sub-pixel edges
     cv2.fillPoly(mask, [fixed_point], 1, lineType=cv2.LINE_8, shift=4)
     return mask.astype(bool)
+
+
+def _box(mask: np.ndarray) -> tuple[int, int, int, int]:
+    ys, xs = np.nonzero(mask)
+    return int(xs.min()), int(ys.min()), int(xs.max()), int(ys.max())
+
+
+def _try_place(rng: np.random.Generator, outlines: list[np.ndarray], order: list[int], size: int
+               ) -> list[np.ndarray | None] | None:
+    """Masks placed in `order` (None: a distractor found no room), or None when the target found none."""
+    masks: list[np.ndarray | None] = [None] * len(outlines)
+    taken = np.zeros((size, size), bool)  # pixels no later distractor may cover (and the target's box may not)
+    kernel = np.ones((2 * GAP + 1, 2 * GAP + 1), np.uint8)
+    for number in order:
+        outline = outlines[number]
+        low, high = outline.min(axis=0), outline.max(axis=0)
+        for _ in range(_PLACEMENT_TRIES):
+            centre = rng.uniform(1 - low, size - 2 - high)  # keeps the whole object inside the frame
+            mask = _rasterise(outline, centre, size)
+            if number == 0:  # the target reserves its whole box: GrabCut from it must see no distractor
+                x1, y1, x2, y2 = _box(mask)
+                claim = np.zeros_like(taken)
+                claim[max(y1 - GAP, 0):y2 + GAP + 1, max(x1 - GAP, 0):x2 + GAP + 1] = True
+                if not (claim & taken).any():
+                    break
+            elif not (mask & taken).any():
+                claim = cv2.dilate(mask.astype(np.uint8), kernel).astype(bool)
+                break
+        else:
+            if number == 0:
+                return None
+            continue
+        masks[number] = mask
+        taken |= claim
+    return masks
+
+
+def _place_objects(rng: np.random.Generator, size: int, count: int) -> list[np.ndarray]:
+    """`count` non-touching object masks bool[size, size], fully inside the frame; the first is the target.
+
+    Objects are placed in random order, so the target is not favoured for the free middle of the frame (placed
+    first, it was, and a constant central box found it). No distractor comes within GAP pixels of the target's
+    box, nor of another object (rejection sampling with a bounded number of tries; a distractor that finds no
+    room is left out, so an image may hold one distractor fewer). If the target finds no room, the scene is
+    placed again with the target first (then it always fits)."""
+    outlines = [_object_outline(rng, size) for _ in range(count)]
+    order = rng.permutation(count).tolist()
+    masks = _try_place(rng, outlines, order, size) or _try_place(rng, outlines, list(range(count)), size)
+    assert masks is not None and masks[0] is not None  # an empty frame always holds the target
+    return [m for m in masks if m is not None]
+
+
+def _hsv_to_rgb(hue_deg: float, saturation: float, value: float) -> np.ndarray:
+    """float32[3] RGB in 0..255 for a hue in degrees (any real number) and saturation, value in 0..1."""
+    hsv = np.array([[[(hue_deg % 360.0) / 2.0, saturation * 255.0, value * 255.0]]], np.float32).astype(np.uint8)
+    return cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)[0, 0].astype(np.float32)
 
 
 def _smooth_noise(rng: np.random.Generator, size: int, cells: int) -> np.ndarray:
@@ -96,32 +160,37 @@ def _texture(rng: np.random.Generator, size: int, colour_a: np.ndarray, colour_b
     return colour_a + weight * (colour_b - colour_a)
 
 
+def _object_palette(rng: np.random.Generator, hues: tuple[float, float]) -> tuple[np.ndarray, np.ndarray]:
+    """Two colours of one family (same hue range, different brightness) that an object's texture blends."""
+    hue = rng.uniform(*hues)
+    saturation = rng.uniform(*OBJECT_SATURATION)
+    value = rng.uniform(0.55, 0.95)
+    light = _hsv_to_rgb(hue, saturation, value)
+    dark = _hsv_to_rgb(hue + rng.uniform(-8, 8), saturation, value * rng.uniform(0.6, 0.8))
+    return light, dark
+
+
 def synth_sample(seed: int, index: int, size: int = 128) -> tuple[np.ndarray, np.ndarray]:
-    """One synthetic image uint8[size, size, 3] (RGB) and its object mask bool[size, size]."""
+    """One synthetic image uint8[size, size, 3] (RGB) and its target mask bool[size, size]."""
     if size < 16:
         raise ValueError(f"synthetic images need size >= 16, got {size}")
     rng = np.random.default_rng([seed, index])
-    mask = _object_mask(rng, size)
+    count = 1 + int(rng.integers(DISTRACTORS[0], DISTRACTORS[1] + 1))
+    masks = _place_objects(rng, size, count)
 
-    colour_a = rng.uniform(50, 200, 3).astype(np.float32)
-    axis = rng.standard_normal(3).astype(np.float32)
-    colour_b = np.clip(colour_a + PALETTE_SPREAD * axis / np.linalg.norm(axis), 0, 255)
-    # The object's colours: the background's palette moved orthogonally to its colour axis, so no
-    # background blend can reproduce them (the cue GrabCut and a model can use).
-    shift = rng.standard_normal(3).astype(np.float32)
-    background_axis = (colour_b - colour_a) / (np.linalg.norm(colour_b - colour_a) + 1e-6)
-    shift -= np.dot(shift, background_axis) * background_axis
-    shift *= rng.uniform(*SHIFT_RANGE) / (np.linalg.norm(shift) + 1e-6)
-
-    background_cells = int(rng.integers(3, 7))
-    object_cells = background_cells * 3  # same family, finer grain
-    background = _texture(rng, size, colour_a, colour_b, background_cells)
-    foreground = _texture(rng, size, colour_a + shift, colour_b + shift, object_cells)
-    # A soft 1-pixel edge: camouflaged objects have no drawn outline.
-    alpha = cv2.GaussianBlur(mask.astype(np.float32), (0, 0), 0.8)[..., None]
-    image = background + alpha * (foreground - background)
+    hue = rng.uniform(0, 360)
+    base = rng.uniform(0.35, 0.75)
+    dark = _hsv_to_rgb(hue, rng.uniform(*BACKGROUND_SATURATION), base)
+    light = _hsv_to_rgb(hue + rng.uniform(-30, 30), rng.uniform(*BACKGROUND_SATURATION), min(base + 0.2, 1.0))
+    image = _texture(rng, size, dark, light, int(rng.integers(3, 7)))
+    for number, mask in enumerate(masks):
+        colours = _object_palette(rng, TARGET_HUES if number == 0 else DISTRACTOR_HUES)
+        texture = _texture(rng, size, *colours, int(rng.integers(6, 12)))
+        # A soft 1-pixel edge, as in a photograph; the GT mask stays the hard polygon.
+        alpha = cv2.GaussianBlur(mask.astype(np.float32), (0, 0), 0.8)[..., None]
+        image = image + alpha * (texture - image)
     image += GRAIN_STD * rng.standard_normal(image.shape, dtype=np.float32)
-    return np.clip(image, 0, 255).astype(np.uint8), mask
+    return np.clip(image, 0, 255).astype(np.uint8), masks[0]
 
 
 def synth_row(seed: int, index: int, size: int = 128) -> Row:

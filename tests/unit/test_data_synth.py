@@ -1,4 +1,5 @@
-"""Synthetic camouflaged objects: deterministic, one in-frame object of 5-40% area, segmentable by GrabCut."""
+"""Synthetic scenes: deterministic; one warm target among 3-4 cool distractors; GrabCut finds the target from
+its box, while a box that ignores the image does not."""
 
 from __future__ import annotations
 
@@ -7,9 +8,11 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
+from reward_server.parse import SegPrompt
+from reward_server.segmenters import build
 from segr1.data.dataset import SegDataset
 from segr1.data.schema import FOREGROUND_INSTRUCTION, Row, validate_row
-from segr1.data.synth import AREA_RANGE, synth_row, synth_sample, synthesize
+from segr1.data.synth import AREA_RANGE, DISTRACTOR_HUES, TARGET_HUES, synth_row, synth_sample, synthesize
 
 
 def test_a_sample_is_a_pure_function_of_seed_and_index():
@@ -21,46 +24,60 @@ def test_a_sample_is_a_pure_function_of_seed_and_index():
     assert not np.array_equal(synth_sample(5, 11)[0], image)
 
 
-@pytest.mark.parametrize("size", [48, 128])
-def test_one_object_inside_the_frame_with_area_in_range(size):
-    for index in range(60):
+@pytest.mark.parametrize("size", [48, 112])
+def test_one_target_inside_the_frame_with_area_in_range(size):
+    for index in range(40):
         _, mask = synth_sample(0, index, size)
-        assert AREA_RANGE[0] - 0.01 <= mask.mean() <= AREA_RANGE[1] + 0.01
+        # rasterising an outline adds or drops up to about a pixel along it: ~3 sqrt(area) / size of the frame
+        slack = 3 * np.sqrt(AREA_RANGE[1]) / size
+        assert AREA_RANGE[0] - slack <= mask.mean() <= AREA_RANGE[1] + slack
         components, _ = cv2.connectedComponents(mask.astype(np.uint8))
-        assert components == 2  # background + one object
+        assert components == 2  # background + the target
         border = np.concatenate([mask[0], mask[-1], mask[:, 0], mask[:, -1]])
         assert not border.any()
 
 
-def test_object_blends_in_but_differs_in_colour():
-    gaps = []
-    for index in range(30):
-        image, mask = synth_sample(1, index)
-        pixels = image.reshape(-1, 3).astype(float)
-        gaps.append(np.linalg.norm(pixels[mask.ravel()].mean(0) - pixels[~mask.ravel()].mean(0)))
-    # Mean colours differ by about the palette shift (SHIFT_RANGE), never by a lot.
-    assert min(gaps) > 20 and max(gaps) < 60
+def _hue_saturation(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Hue in degrees [0, 360) and saturation in [0, 1] per pixel."""
+    hsv = cv2.cvtColor(image, cv2.COLOR_RGB2HSV).astype(np.float32)
+    return hsv[..., 0] * 2.0, hsv[..., 1] / 255.0
 
 
-def grabcut_from_box(image: np.ndarray, mask: np.ndarray) -> tuple[float, float]:
-    """(IoU of GrabCut started from the GT's tight box, IoU of the filled box itself)."""
+def _tight_box(mask: np.ndarray) -> tuple[int, int, int, int]:
     ys, xs = np.nonzero(mask)
-    x1, y1, x2, y2 = xs.min(), ys.min(), xs.max(), ys.max()
-    labels = np.zeros(mask.shape, np.uint8)
-    models = np.zeros((1, 65)), np.zeros((1, 65))
-    rect = (int(x1), int(y1), int(x2 - x1 + 1), int(y2 - y1 + 1))
-    cv2.setRNGSeed(0)
-    cv2.grabCut(cv2.cvtColor(image, cv2.COLOR_RGB2BGR), labels, rect, *models, 5, cv2.GC_INIT_WITH_RECT)
-    pred = (labels == cv2.GC_FGD) | (labels == cv2.GC_PR_FGD)
-    box_fill = mask.sum() / ((x2 - x1 + 1) * (y2 - y1 + 1))
-    return (pred & mask).sum() / (pred | mask).sum(), box_fill
+    return int(xs.min()), int(ys.min()), int(xs.max()), int(ys.max())
 
 
-def test_grabcut_from_the_box_segments_objects_better_than_the_box():
-    scores = np.array([grabcut_from_box(*synth_sample(seed=0, index=index)) for index in range(20)])
-    grabcut, box = scores.mean(axis=0)
-    assert grabcut >= 0.6
-    assert grabcut > box + 0.1
+def test_the_target_is_the_warm_object_and_cool_distractors_lie_outside_its_box():
+    for index in range(30):
+        image, mask = synth_sample(2, index, 112)
+        inner = cv2.erode(mask.astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool)  # away from soft edges
+        target_colour = image[inner].mean(axis=0).round().astype(np.uint8)[None, None]  # [1, 1, 3]
+        target_hue = _hue_saturation(target_colour)[0].item()
+        assert target_hue >= TARGET_HUES[0] % 360 or target_hue <= TARGET_HUES[1]
+        hue, saturation = _hue_saturation(cv2.GaussianBlur(image, (5, 5), 0))  # blur: sensor noise jitters hue
+        cool = (hue >= DISTRACTOR_HUES[0]) & (hue <= DISTRACTOR_HUES[1]) & (saturation > 0.4)
+        # 3-4 distractors, each 4-8% of the frame like the target: together they cover more than it does
+        assert cool[~mask].sum() > mask.sum()
+        x1, y1, x2, y2 = _tight_box(mask)
+        assert cool[y1:y2 + 1, x1:x2 + 1].sum() < 0.02 * mask.sum()  # no distractor inside the target's box
+
+
+def _iou(pred: np.ndarray, gt: np.ndarray) -> float:
+    return float((pred & gt).sum() / max((pred | gt).sum(), 1))
+
+
+def test_grabcut_finds_the_target_from_its_box_but_not_from_boxes_that_ignore_the_image():
+    segmenter = build("grabcut", iterations=5, margin=0, context=1.0, point_radius=3, seed=0)
+    fixed = [SegPrompt("", [box], [], []) for box in ((16, 16, 94, 94), (0, 16, 78, 94), (28, 28, 83, 83))]
+    oracle, blind = [], np.zeros(len(fixed))
+    for index in range(16):
+        image, mask = synth_sample(1, index, 112)
+        (from_box,) = segmenter.segment(image, [SegPrompt("", [_tight_box(mask)], [], [])])
+        oracle.append(_iou(from_box, mask))
+        blind += [_iou(pred, mask) for pred in segmenter.segment(image, fixed)]
+    assert np.mean(oracle) >= 0.85
+    assert blind.max() / 16 <= 0.45  # large central boxes: the best constant boxes of a wider search
 
 
 def test_synthesize_writes_valid_rows_and_held_out_seed_differs(tmp_path):
