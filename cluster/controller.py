@@ -6,7 +6,9 @@ Sync mode (the paper's) generates every batch with the newest weights. Async mod
 while the learner trains on this one, so rollouts may lag the learner by up to `algorithm.max_staleness`
 versions; the learner corrects with the rollout log-probs (importance ratio, clipped when clip_low is set).
 
-The class is plain; the job (cluster/job.py) runs it as a named, threaded Ray actor so that `segr1 scale`
+The class is plain and receives what it drives (pools, training data, evaluator, logger), so the loop runs
+as well on in-process fakes (tests/unit/test_controller.py) as on Ray actors. `Controller.from_config` builds
+the real parts; the job (cluster/job.py) does that inside a named, threaded Ray actor so that `segr1 scale`
 can resize the pools while `run()` is in progress.
 """
 
@@ -15,43 +17,39 @@ from __future__ import annotations
 import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 
 from cluster import records
+from cluster.checkpoints import load_latest, save
 from cluster.evaluate import Evaluator
-from cluster.pools import Pools
+from cluster.records import ScoredBatch
 from cluster.requests import RunRequests
-from cluster.telemetry.logger import RunLogger
 from cluster.warm_start import warm_start_items
 from learner.grpo import group_advantages
 from segr1.config import Config
 from segr1.data.dataset import EpochSampler, SegDataset
-from segr1.protocol import GroupReward, RolloutGroup, Sample, SamplingParams
-
-
-@dataclass
-class Batch:
-    """One step's rollouts and their rewards (what the learner trains on)."""
-
-    samples: list[Sample]
-    groups: list[RolloutGroup]
-    rewards: list[GroupReward]
-    rollout_s: float
-    reward_s: float
+from segr1.protocol import Sample
 
 
 class Controller:
-    def __init__(self, cfg: Config, model_path: str, train_path: str, eval_path: str) -> None:
+    """The step loop over `pools` (.rollout, .reward, .learner, publish_weights, resize, kill_one, metrics).
+
+    data: the training set (`load(i)`, `len`); evaluator: held-out evaluation and overlays (cluster.evaluate);
+    log: where step rows and overlays go (cluster.telemetry.logger.RunLogger); model_path: the policy's
+    tokenizer, for the warm start's targets.
+    """
+
+    def __init__(self, cfg: Config, pools: Any, data: Any, evaluator: Any, log: Any, model_path: str) -> None:
         self.cfg = cfg
         self.model_path = model_path
-        self.data = SegDataset(train_path, cfg.data.frame_size)
-        self.sampler = EpochSampler(len(self.data), seed=cfg.run.seed)
-        self.pools = Pools(cfg, model_path)
-        self.evaluator = Evaluator(cfg, SegDataset(eval_path, cfg.data.frame_size), train=self.data)
+        self.data = data
+        self.sampler = EpochSampler(len(data), seed=cfg.run.seed)
+        self.pools = pools
+        self.evaluator = evaluator
+        self.log = log
         self.step = 0
         self.version = 0
         self.latest: dict[str, Any] = {}
@@ -61,10 +59,22 @@ class Controller:
         # async mode: (data cursor before the draw, batch in flight), oldest first
         self._ahead: deque[tuple[dict[str, Any], Future]] = deque()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="segr1-rollout-ahead")
-        self.log = RunLogger(cfg, cfg.run_dir, tui=False)  # the driver draws the live view
+
+    @classmethod
+    def from_config(cls, cfg: Config, model_path: str, train_path: str, eval_path: str) -> Controller:
+        """The job's controller: Ray pools, the Parquet data sets, the evaluator and the run's logger."""
+        from cluster.pools import Pools
+        from cluster.telemetry.logger import RunLogger
+
+        train = SegDataset(train_path, cfg.data.frame_size)
+        evaluator = Evaluator(cfg, SegDataset(eval_path, cfg.data.frame_size), train=train)
+        log = RunLogger(cfg, cfg.run_dir, tui=False)  # the driver draws the live view
+        return cls(cfg, Pools(cfg, model_path), train, evaluator, log, model_path)
 
     # ------------------------------------------------------------------------------------------ the loop
-    def run(self) -> dict[str, Any]:
+    def run(self) -> list[dict[str, Any]]:
+        """Train to the last step (evaluating, logging, checkpointing); returns the evaluation history, one
+        row per evaluation with its "step" and "tag", the one before the first step included."""
         cfg = self.cfg
         if cfg.resume:
             self._resume()
@@ -90,8 +100,8 @@ class Controller:
         finally:
             self.requests.close(f"run {cfg.run.name!r} ended at step {self.step} of {self.last_step}")
         self._wait_ahead()
-        summary = self._finish()
-        return summary
+        self._finish()
+        return self.history
 
     def train_step(self) -> dict[str, Any]:
         """Draw prompts, generate, score, compute advantages, update, broadcast."""
@@ -143,7 +153,7 @@ class Controller:
         return metrics
 
     # ------------------------------------------------------------------------------------------ stages
-    def _next_batch(self) -> Batch:
+    def _next_batch(self) -> ScoredBatch:
         if self._ahead:
             return self._ahead.popleft()[1].result()
         return self._collect(self.step, self._draw())
@@ -162,17 +172,11 @@ class Controller:
             step = self.step + 1 + len(self._ahead)
             self._ahead.append((cursor, self._executor.submit(self._collect, step, self._draw())))
 
-    def _collect(self, step: int, samples: list[Sample]) -> Batch:
+    def _collect(self, step: int, samples: list[Sample]) -> ScoredBatch:
         """Generate G completions for B prompts and score them (runs in a thread in async mode)."""
-        cfg = self.cfg
-        sampling = SamplingParams(n=cfg.algorithm.group_size, temperature=cfg.rollout.temperature,
-                                  top_p=cfg.rollout.top_p, max_new_tokens=cfg.rollout.max_new_tokens,
-                                  seed=cfg.run.seed * 1_000_003 + step)
-        t0 = time.perf_counter()
-        groups = self.pools.rollout.generate(records.generation_requests(samples), sampling)
-        t1 = time.perf_counter()
-        rewards = self.pools.reward.score(records.reward_requests(samples, groups))
-        return Batch(samples, groups, rewards, rollout_s=t1 - t0, reward_s=time.perf_counter() - t1)
+        sampling = self.cfg.rollout.sampling_params(self.cfg.algorithm.group_size,
+                                                    seed=self.cfg.run.seed * 1_000_003 + step)
+        return records.rollout_and_score(self.pools.rollout, self.pools.reward, samples, sampling)
 
     def _broadcast(self) -> float:
         """Publish the learner's weights to every rollout worker; returns seconds spent."""
@@ -252,8 +256,6 @@ class Controller:
         self.log.log_step(metrics)
 
     def _checkpoint(self) -> None:
-        from cluster.checkpoints import save
-
         save(self.cfg, self.pools.learner, self.step, {
             "step": self.step, "version": self.version, "sampler": self._resume_cursor(),
             "history": self.history})
@@ -263,8 +265,6 @@ class Controller:
         return self._ahead[0][0] if self._ahead else self.sampler.state_dict()
 
     def _resume(self) -> None:
-        from cluster.checkpoints import load_latest
-
         state = load_latest(self.cfg, self.pools.learner)
         if state is None:
             return
@@ -273,15 +273,8 @@ class Controller:
         self.sampler.load_state_dict(state["sampler"])
         self.history = list(state.get("history", []))
 
-    def _finish(self) -> dict[str, Any]:
-        from cluster.telemetry.summary import summarize
-
+    def _finish(self) -> None:
         if self.cfg.checkpoint.export_hf:
             self.pools.learner.export_hf(str(self.cfg.run_dir / "hf_model"))
         self.log.close()
         self._executor.shutdown(wait=True)
-        summary = summarize(self.cfg, self.cfg.run_dir, self.history)
-        if self.step < self.cfg.run.steps:
-            summary["stopped_at"] = self.step
-            summary["text"] += f"\nstopped by `segr1 stop` after step {self.step} of {self.cfg.run.steps}"
-        return summary

@@ -39,15 +39,11 @@ from reward_server.parse import FormatError, SegPrompt, parse_completion
 from reward_server.rle import decode_masks
 from segr1.config import Config
 from segr1.data.dataset import SegDataset
-from segr1.protocol import GroupReward, RolloutGroup, Sample, SamplingParams
+from segr1.protocol import GroupReward, RolloutGroup, Sample
 
 GREEDY_N = 1
 G_EVAL = 4  # sampled completions per held-out image: the expected IoU of the policy, not only of its mode
 BASELINES_FILE = "baselines.json"  # under the run directory
-
-
-def greedy(cfg: Config) -> SamplingParams:
-    return SamplingParams(n=GREEDY_N, temperature=0.0, top_p=1.0, max_new_tokens=cfg.rollout.max_new_tokens)
 
 
 class Evaluator:
@@ -64,16 +60,17 @@ class Evaluator:
     def run(self, pools: Any, step: int, log: Any, tag: str) -> dict[str, float]:
         """Greedy decoding (eval/*) and the policy's own sampling (eval/*_sampled, G_EVAL completions each)."""
         samples = [self.data.load(i) for i in self.indices]
-        requests = records.generation_requests(samples)
-        groups = pools.rollout.generate(requests, greedy(self.cfg))
-        rewards = pools.reward.score(records.reward_requests(samples, groups, return_masks=True))
-        metrics = _eval_metrics(rewards, suffix="")
-        sampled = pools.rollout.generate(requests, self._sampling(step))
-        metrics.update(_eval_metrics(pools.reward.score(records.reward_requests(samples, sampled)), "_sampled"))
+        rollout = self.cfg.rollout
+        greedy = records.rollout_and_score(pools.rollout, pools.reward, samples,
+                                           rollout.sampling_params(GREEDY_N, greedy=True), return_masks=True)
+        metrics = _eval_metrics(greedy.rewards, suffix="")
+        sampling = rollout.sampling_params(G_EVAL, seed=self.cfg.run.seed * 7919 + step)  # a resumed run: same draws
+        sampled = records.rollout_and_score(pools.rollout, pools.reward, samples, sampling)
+        metrics.update(_eval_metrics(sampled.rewards, "_sampled"))
         scores = self.baselines(pools, samples)
         if scores is not None:
             metrics.update(baseline_metrics(scores, metrics["eval/iou"]))
-        self._overlays(step, samples[:4], groups[:4], rewards[:4], log, prefix=f"eval_{tag}")
+        self._overlays(step, samples[:4], greedy.groups[:4], greedy.rewards[:4], log, prefix=f"eval_{tag}")
         return metrics
 
     def baselines(self, pools: Any, samples: list[Sample]) -> BaselineScores | None:
@@ -95,11 +92,6 @@ class Evaluator:
             cache.put(key, {**self._baselines.to_dict(), "segmenter": self.cfg.reward.segmenter,
                             "frame": self.cfg.data.frame_size, "eval_ids": [s.sample_id for s in samples]})
         return self._baselines
-
-    def _sampling(self, step: int) -> SamplingParams:
-        r = self.cfg.rollout
-        return SamplingParams(n=G_EVAL, temperature=r.temperature, top_p=r.top_p, max_new_tokens=r.max_new_tokens,
-                              seed=self.cfg.run.seed * 7919 + step)  # the same draws for a resumed run
 
     def save_overlays(self, step: int, samples: list[Sample], groups: list[RolloutGroup], pools: Any,
                       log: Any) -> None:
@@ -163,10 +155,9 @@ def overlay_of(image: np.ndarray, gt: np.ndarray, pred: np.ndarray, text: str, c
     the text parses (under cfg.reward)."""
     from cluster.telemetry.overlays import render_panel
 
-    frame, r = cfg.data.frame_size, cfg.reward
+    frame = cfg.data.frame_size
     try:
-        prompt = parse_completion(text, frame, frame, require_think=r.require_think, max_boxes=r.max_boxes,
-                                  max_points=r.max_points, max_chars=r.max_chars, grammar=r.grammar)
+        prompt = parse_completion(text, frame, frame, **cfg.reward.parse_options())
     except FormatError as error:
         return render_panel(image, gt, pred, caption=f"{caption}  (no prompt: {error.code})".strip())
     return render_panel(image, gt, pred, prompt.boxes, prompt.points, prompt.labels, caption=caption)
@@ -191,11 +182,11 @@ def evaluate_checkpoint(cfg: Config, checkpoint: str, out: str | None = None) ->
     blind, chosen_on = _blind_for_checkpoint_eval(cfg, data, scorer.segmenter)
     preds, blind_preds, oracle_preds, gts, ignores, tasks = [], [], [], [], [], []
     batch = max(1, cfg.rollout.max_batch_prompts)
+    sampling = cfg.rollout.sampling_params(GREEDY_N, greedy=True)
     for start in range(0, n, batch):
         samples = [data.load(i) for i in range(start, min(n, start + batch))]
-        groups = worker.generate(records.generation_requests(samples), greedy(cfg))
-        rewards = scorer.score(records.reward_requests(samples, groups, return_masks=True))
-        for i, sample, reward in zip(range(start, start + len(samples)), samples, rewards):
+        scored = records.rollout_and_score(worker, scorer, samples, sampling, return_masks=True)
+        for i, sample, reward in zip(range(start, start + len(samples)), samples, scored.rewards):
             _, orig_mask, ignore = data.load_original(i)
             preds.append(decode_masks(reward.masks_rle[:1])[0])
             if blind is not None:

@@ -32,7 +32,7 @@ def train(cfg: Config) -> dict[str, Any]:
     model_path = resolve_model(cfg)
     train_path, eval_path = resolve_data(cfg)
 
-    controller = ray.remote(_controller_class()).options(
+    controller = ray.remote(ControllerActor).options(
         name=controller_name(cfg.run.name), namespace=NAMESPACE, num_cpus=0, max_concurrency=4,
         scheduling_strategy=NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False),
     ).remote(cfg, model_path, train_path, eval_path)
@@ -42,10 +42,40 @@ def train(cfg: Config) -> dict[str, Any]:
     return summary
 
 
-def _controller_class() -> type:
-    from cluster.controller import Controller  # imported late: it pulls in torch and the services
+class ControllerActor:
+    """The job's named Ray actor: builds the controller from config inside its own process (the pools' threads
+    and the logger cannot be shipped) and answers the driver, `segr1 scale`, `segr1 stop` and `segr1 status`."""
 
-    return Controller
+    def __init__(self, cfg: Config, model_path: str, train_path: str, eval_path: str) -> None:
+        from cluster.controller import Controller  # imported here: it pulls in torch and the services
+
+        self.controller = Controller.from_config(cfg, model_path, train_path, eval_path)
+
+    def run(self) -> dict[str, Any]:
+        """Train to the end; the run's summary (outputs, eval scores; `stopped_at` after `segr1 stop`)."""
+        history = self.controller.run()
+        return run_summary(self.controller.cfg, self.controller.step, history)
+
+    def progress(self) -> dict[str, Any]:
+        return self.controller.progress()
+
+    def scale(self, rollout: int | None = None, reward: int | None = None,
+              wait_s: float | None = None) -> dict[str, Any]:
+        return self.controller.scale(rollout=rollout, reward=reward, wait_s=wait_s)
+
+    def stop(self) -> dict[str, int]:
+        return self.controller.stop()
+
+
+def run_summary(cfg: Config, steps_done: int, history: list[dict[str, Any]]) -> dict[str, Any]:
+    """cluster.telemetry.summary's summary, plus where a run ended early by `segr1 stop` stopped."""
+    from cluster.telemetry.summary import summarize
+
+    summary = summarize(cfg, cfg.run_dir, history)
+    if steps_done < cfg.run.steps:
+        summary["stopped_at"] = steps_done
+        summary["text"] += f"\nstopped by `segr1 stop` after step {steps_done} of {cfg.run.steps}"
+    return summary
 
 
 def _follow(cfg: Config, controller: Any, done: Any) -> dict[str, Any]:

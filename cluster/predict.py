@@ -29,8 +29,8 @@ def _run_config(checkpoint: Path, config: str | None, overrides: Sequence[str]) 
 
 def predict(checkpoint: str, image: str, out: str, overlay: str | None = None, config: str | None = None,
             instruction: str | None = None, overrides: Sequence[str] = ()) -> np.ndarray:
-    from cluster.evaluate import greedy, overlay_of
-    from cluster.records import generation_requests, reward_requests
+    from cluster.evaluate import overlay_of
+    from cluster.records import rollout_and_score
     from reward_server.actor import RewardActor
     from reward_server.rle import decode_masks
     from rollout.worker import RolloutWorker
@@ -51,9 +51,10 @@ def predict(checkpoint: str, image: str, out: str, overlay: str | None = None, c
     sample = Sample(sample_id=Path(image).stem, image=framed, mask=np.zeros((frame, frame), bool),
                     instruction=instruction or FOREGROUND_INSTRUCTION)
 
-    group = RolloutWorker(cfg, str(ckpt), "predict").generate(generation_requests([sample]), greedy(cfg))[0]
-    reward = RewardActor(cfg, "predict").score(reward_requests([sample], [group], return_masks=True))[0]
-    text = group.completions[0].text
+    scored = rollout_and_score(RolloutWorker(cfg, str(ckpt), "predict"), RewardActor(cfg, "predict"), [sample],
+                               cfg.rollout.sampling_params(1, greedy=True), return_masks=True)
+    reward = scored.rewards[0]
+    text = scored.groups[0].completions[0].text
     print(text)
     if reward.breakdowns[0].reason:
         print(f"the completion did not parse ({reward.breakdowns[0].reason}): the mask is empty")

@@ -1,9 +1,15 @@
-"""Glue between the services' records: what the controller sends to each pool, built from what the last returned.
+"""Glue between the services' records: what each service receives, built from what the last one returned.
 
-Pure functions of protocol records and numbers (no Ray), so the step loop stays a readable list of stages.
+`rollout_and_score` is the one pass samples -> generate -> score that training, evaluation and `segr1 predict`
+share; the rest are pure functions of protocol records and numbers (no Ray), so the step loop stays a readable
+list of stages.
 """
 
 from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -13,8 +19,35 @@ from segr1.protocol import (
     RewardRequest,
     RolloutGroup,
     Sample,
+    SamplingParams,
     TrainItem,
 )
+
+
+@dataclass(frozen=True)
+class ScoredBatch:
+    """Samples with their rollout groups and rewards (one each, in sample order), and the seconds each took."""
+
+    samples: list[Sample]
+    groups: list[RolloutGroup]
+    rewards: list[GroupReward]
+    rollout_s: float = 0.0
+    reward_s: float = 0.0
+
+
+def rollout_and_score(rollout: Any, reward: Any, samples: list[Sample], sampling: SamplingParams, *,
+                      return_masks: bool = False) -> ScoredBatch:
+    """Generate `sampling.n` completions per sample on `rollout` and score them on `reward`.
+
+    rollout: anything with RolloutWorker.generate (the Ray RolloutPool, or a worker in-process);
+    reward: anything with RewardActor.score (the RewardPool, or an actor in-process).
+    return_masks: the rewards also carry each completion's mask (COCO RLE), for overlays and evaluation.
+    """
+    t0 = time.perf_counter()
+    groups = rollout.generate(generation_requests(samples), sampling)
+    t1 = time.perf_counter()
+    rewards = reward.score(reward_requests(samples, groups, return_masks=return_masks))
+    return ScoredBatch(samples, groups, rewards, rollout_s=t1 - t0, reward_s=time.perf_counter() - t1)
 
 
 def generation_requests(samples: list[Sample]) -> list[GenerationRequest]:

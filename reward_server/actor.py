@@ -115,17 +115,7 @@ class RewardActor:
         )
 
     def _parse(self, text: str, width: int, height: int) -> SegPrompt:
-        reward = self.cfg.reward
-        return parse_completion(
-            text,
-            width,
-            height,
-            require_think=reward.require_think,
-            max_boxes=reward.max_boxes,
-            max_points=reward.max_points,
-            max_chars=reward.max_chars,
-            grammar=reward.grammar,
-        )
+        return parse_completion(text, width, height, **self.cfg.reward.parse_options())
 
     def _breakdowns(
         self, masks: np.ndarray, gt: np.ndarray, parsed: dict[int, SegPrompt], reasons: dict[int, str]

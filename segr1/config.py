@@ -20,6 +20,8 @@ from typing import Any
 from omegaconf import MISSING, OmegaConf  # noqa: F401  (MISSING re-exported for configs that need it)
 from omegaconf.errors import OmegaConfBaseException
 
+from segr1.protocol import SamplingParams
+
 
 class ConfigError(ValueError):
     """A configuration value is unknown, mistyped or inconsistent; the message names the key path."""
@@ -87,6 +89,14 @@ class RolloutConfig:
     system_prompt: str = ""  # empty -> segr1.chat.SYSTEM_PROMPT ({frame} is replaced)
     vllm: VLLMConfig = field(default_factory=VLLMConfig)
 
+    def sampling_params(self, n: int, seed: int | None = None, *, greedy: bool = False) -> SamplingParams:
+        """How the engines sample n completions per prompt: at this group's temperature and top-p, or greedily
+        (temperature 0, top-p 1: evaluation and predict)."""
+        if greedy:
+            return SamplingParams(n=n, temperature=0.0, top_p=1.0, max_new_tokens=self.max_new_tokens, seed=seed)
+        return SamplingParams(n=n, temperature=self.temperature, top_p=self.top_p,
+                              max_new_tokens=self.max_new_tokens, seed=seed)
+
 
 @dataclass(frozen=True)
 class SAM2Config:
@@ -129,6 +139,11 @@ class RewardConfig:
     max_retries: int = 3
     sam2: SAM2Config = field(default_factory=SAM2Config)
     grabcut: GrabCutConfig = field(default_factory=GrabCutConfig)
+
+    def parse_options(self) -> dict[str, Any]:
+        """The keyword options of reward_server.parse.parse_completion that this group sets (the grammar)."""
+        return {"require_think": self.require_think, "max_boxes": self.max_boxes, "max_points": self.max_points,
+                "max_chars": self.max_chars, "grammar": self.grammar}
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,9 @@ from pathlib import Path
 
 import pytest
 
+from reward_server.parse import FormatError, parse_completion
 from segr1.config import Config, ConfigError, load_config, to_yaml
+from segr1.protocol import SamplingParams
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
@@ -93,3 +95,23 @@ def test_paper_configs_carry_the_released_hyperparameters(name):
     assert (cfg.reward.w_format, cfg.reward.w_iou, cfg.reward.w_s, cfg.reward.s_alpha) == (1.0, 0.7, 0.3, 0.5)
     assert cfg.reward.segmenter == "sam2" and cfg.reward.sam2.model_cfg.endswith("sam2.1_hiera_l.yaml")
     assert cfg.reward.grammar == ("points" if "prerl" in name else "full")
+
+
+def test_sampling_params_follow_the_rollout_group_or_decode_greedily():
+    rollout = load_config(None, ["rollout.temperature=0.7", "rollout.top_p=0.9", "rollout.max_new_tokens=64"]).rollout
+    assert rollout.sampling_params(4, seed=11) == SamplingParams(n=4, temperature=0.7, top_p=0.9, max_new_tokens=64,
+                                                                  seed=11)
+    assert rollout.sampling_params(1, greedy=True) == SamplingParams(n=1, temperature=0.0, top_p=1.0,
+                                                                      max_new_tokens=64, seed=None)
+
+
+def test_parse_options_are_the_parser_keywords_the_reward_group_sets():
+    reward = load_config(None, ["reward.require_think=false", "reward.max_boxes=2", "reward.max_points=3"]).reward
+    options = reward.parse_options()
+    assert options == {"require_think": False, "max_boxes": 2, "max_points": 3, "max_chars": 8192, "grammar": "full"}
+    boxes = "<bbox>[1,1,5,5]</bbox>, <bbox>[2,2,6,6]</bbox>, "
+    assert parse_completion(boxes + "<points>[[3,3]]</points>, <labels>[1]</labels>", 16, 16, **options).boxes
+    with pytest.raises(FormatError) as error:  # a third box: over the group's max_boxes, not the parser's default
+        parse_completion("<bbox>[0,0,4,4]</bbox>, " + boxes + "<points>[[3,3]]</points>, <labels>[1]</labels>",
+                         16, 16, **options)
+    assert error.value.code == "too_many_boxes"

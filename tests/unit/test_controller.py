@@ -1,0 +1,163 @@
+"""The controller's step loop on in-process fakes (tests/unit/fake_pools.py): the order of the stages in sync
+and async mode, the staleness bound, `segr1 stop` and `segr1 scale` between steps, the resume cursor,
+dynamic sampling, checkpoints kept, fault drills and overlays. No Ray, no models: each test takes milliseconds.
+"""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+
+from cluster.controller import Controller
+from segr1.config import load_config
+from tests.unit.fake_pools import FakeData, FakeEvaluator, FakeLog, FakePools, wait_until
+
+B = 2  # prompts per step
+G = 2  # completions per prompt
+
+
+def build(tmp_path, *overrides: str, n: int = 40, pools: FakePools | None = None):
+    cfg = load_config(None, [
+        f"run.output_dir={tmp_path}", "run.name=unit", "run.steps=2", f"algorithm.group_size={G}",
+        f"algorithm.prompts_per_step={B}", "algorithm.baseline_images=0", "checkpoint.every=0",
+        "checkpoint.export_hf=false", "logging.overlay_every=0", *overrides])
+    pools = pools or FakePools()
+    data = FakeData(n)
+    log = FakeLog()
+    controller = Controller(cfg, pools, data, FakeEvaluator(pools.events), log, model_path="unused")
+    return controller, pools, data, log
+
+
+def batches(data: FakeData) -> list[list[str]]:
+    return [data.loaded[i:i + B] for i in range(0, len(data.loaded), B)]
+
+
+def test_sync_step_runs_generate_score_train_publish_in_order(tmp_path):
+    controller, pools, data, log = build(tmp_path)
+    history = controller.run()
+
+    first, second = batches(data)
+    assert pools.events == [
+        ("publish", 1), ("eval", "start", 0),
+        ("generate", first, 1), ("score", first), ("train", first), ("publish", 2),
+        ("generate", second, 2), ("score", second), ("train", second), ("publish", 3),
+        ("eval", "end", 2), ("checkpoint", "step_2"),
+    ]
+    assert [(row["tag"], row["step"]) for row in history] == [("start", 0), ("end", 2)]
+    assert [row["step"] for row in log.rows] == [1, 2] and log.closed
+    row = log.rows[0]
+    assert row["pipeline/staleness"] == 0 and row["weights/version"] == 2
+    assert row["reward/mean"] == 0.5 and row["data/groups_trained"] == B and row["data/sample_ids"] == first
+    assert "eval/iou" not in row and log.rows[1]["eval/iou"] == 0.02
+    # rewards (0, 1) per group: std-scaled advantages -+0.5 / (unbiased std sqrt(0.5) + eps)
+    expected = 0.5 / (np.sqrt(0.5) + 1e-4)
+    item = pools.learner.trained[0][0]
+    assert item.advantages == pytest.approx([-expected, expected])
+    assert item.completion_ids == [[1, 2], [1, 2]] and item.rollout_logprobs == [[-0.5, -0.25]] * 2
+
+
+def test_async_generates_ahead_and_lags_at_most_max_staleness(tmp_path):
+    controller, pools, data, log = build(tmp_path, "algorithm.mode=async", "algorithm.max_staleness=2",
+                                         "run.steps=5")
+    # a slow learner: each update starts only once every drawn batch has been generated
+    pools.learner.before_train = lambda: wait_until(lambda: len(pools.rollout.generated) == len(data.loaded))
+    controller.run()
+
+    # step 1 at version 1 with steps 2 and 3 already drawn and generated at version 1 as well; later batches see
+    # the version of the update they were drawn during
+    assert [e[2] for e in pools.events if e[0] == "generate"] == [1, 1, 1, 2, 3]
+    assert [row["pipeline/staleness"] for row in log.rows] == [0, 1, 2, 2, 2]
+    assert len(data.loaded) == 5 * B  # nothing drawn past the last step
+    trained = [e[1] for e in pools.events if e[0] == "train"]
+    assert trained == batches(data)  # trained in draw order
+
+
+def test_stop_makes_the_next_step_the_last(tmp_path):
+    controller, pools, data, log = build(tmp_path, "algorithm.mode=async", "run.steps=10")
+    pools.learner.before_train = lambda: len(pools.learner.trained) == 1 and controller.stop()
+    history = controller.run()
+
+    assert controller.step == 3 and [row["step"] for row in log.rows] == [1, 2, 3]
+    assert history[-1]["tag"] == "end" and history[-1]["step"] == 3
+    assert ("checkpoint", "step_3") in pools.events
+    assert len(data.loaded) == 3 * B  # the run-ahead drew nothing for the steps that no longer run
+    with pytest.raises(RuntimeError, match="ended at step 3"):
+        controller.stop()  # the run is over: refused, not dropped
+
+
+def test_resize_is_applied_between_steps_after_in_flight_batches(tmp_path):
+    controller, pools, _, log = build(tmp_path, "algorithm.mode=async", "run.steps=4")
+    answers = []
+
+    def during_second_update():
+        if len(pools.learner.trained) == 1:
+            answers.append(controller.scale(rollout=3, reward=2))
+
+    pools.learner.before_train = during_second_update
+    controller.run()
+
+    assert answers == [{"applied": False, "rollout": 3, "reward": 2}]
+    at = pools.events.index(("resize", 3, 2))
+    before = pools.events[:at]
+    trains = [i for i, e in enumerate(pools.events) if e[0] == "train"]
+    assert pools.events.index(("publish", 3)) < at < trains[2]  # after step 2's update and broadcast
+    assert sum(e[0] == "generate" for e in before) == sum(e[0] == "score" for e in before)  # none in flight
+    assert [row["pool/rollout_workers"] for row in log.rows] == [1, 1, 3, 3]
+    assert [row["pool/reward_actors"] for row in log.rows] == [1, 1, 2, 2]
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_resumed_run_draws_the_same_batches_as_the_uninterrupted_one(tmp_path, mode):
+    settings = (f"algorithm.mode={mode}", "run.steps=4", "checkpoint.every=2", "checkpoint.keep=3")
+    first, _, _, first_log = build(tmp_path, *settings)
+    first.run()
+    shutil.rmtree(tmp_path / "unit" / "checkpoints" / "step_4")  # as if the run died after step 2's checkpoint
+
+    resumed, pools, _, log = build(tmp_path, *settings, "resume=true")
+    history = resumed.run()
+
+    assert pools.events[:2] == [("load_checkpoint", "step_2"), ("publish", 4)]  # version 3 was saved
+    assert [row["step"] for row in log.rows] == [3, 4]
+    assert [row["data/sample_ids"] for row in log.rows] == [row["data/sample_ids"] for row in first_log.rows[2:]]
+    assert [(row["tag"], row["step"]) for row in history] == [("start", 0), ("start", 2), ("end", 4)]
+
+
+def test_dynamic_sampling_drops_groups_with_equal_rewards(tmp_path):
+    pools = FakePools(reward_of=lambda sample_id, j: 0.3 if sample_id == "s0" else float(j))
+    controller, pools, _, log = build(tmp_path, "algorithm.dynamic_sampling=true", "run.steps=1", n=2,
+                                      pools=pools)
+    controller.run()
+
+    assert [[item.sample_id for item in items] for items in pools.learner.trained] == [["s1"]]
+    assert log.rows[0]["data/groups_trained"] == 1
+
+
+def test_a_step_whose_groups_were_all_dropped_neither_updates_nor_broadcasts(tmp_path):
+    pools = FakePools(reward_of=lambda sample_id, j: 0.3)
+    controller, pools, _, log = build(tmp_path, "algorithm.dynamic_sampling=true", pools=pools)
+    controller.run()
+
+    assert pools.learner.trained == []
+    assert [e for e in pools.events if e[0] == "publish"] == [("publish", 1)]
+    assert [row["weights/version"] for row in log.rows] == [1, 1]
+    assert log.rows[0]["policy/loss"] == 0.0 and log.rows[0]["time/sync_s"] == 0.0
+
+
+def test_checkpoints_every_n_steps_and_at_the_end_keeping_the_newest(tmp_path):
+    controller, pools, _, _ = build(tmp_path, "run.steps=5", "checkpoint.every=2", "checkpoint.keep=2")
+    controller.run()
+
+    assert [e[1] for e in pools.events if e[0] == "checkpoint"] == ["step_2", "step_4", "step_5"]
+    assert sorted(p.name for p in (tmp_path / "unit" / "checkpoints").iterdir()) == ["step_4", "step_5"]
+
+
+def test_fault_drill_and_overlays_land_on_their_steps(tmp_path):
+    controller, pools, data, _ = build(tmp_path, "faults.kill_reward_actor_at_step=1", "logging.overlay_every=2")
+    controller.run()
+
+    kinds = [e[0] for e in pools.events]
+    assert kinds.index("kill") == kinds.index("publish", kinds.index("train")) + 1  # after step 1, before step 2
+    assert pools.events[kinds.index("kill")] == ("kill", "reward")
+    assert ("overlays", 2, batches(data)[1]) in pools.events

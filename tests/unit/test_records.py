@@ -1,0 +1,82 @@
+"""cluster.records: the requests each pool receives, built from the records the previous one returned, and the
+step's reward arithmetic, on hand-made records with hand-computed values."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from cluster import records
+from segr1.protocol import Completion, GroupReward, RewardBreakdown, RolloutGroup, Sample, SamplingParams
+from tests.unit.fake_pools import FakeReward, FakeRollout
+
+
+def sample(sample_id: str, fill: int) -> Sample:
+    return Sample(sample_id, np.full((4, 4, 3), fill, np.uint8), np.eye(4, dtype=bool), f"find {sample_id}")
+
+
+def group(request_id: str, texts: list[str], version: int = 0) -> RolloutGroup:
+    return RolloutGroup(request_id, [5, 6], [Completion(t, [len(t), 0], [-0.1 * len(t)], "stop") for t in texts],
+                        weights_version=version)
+
+
+def test_generation_requests_carry_image_and_instruction_per_sample():
+    a, b = sample("a", 1), sample("b", 2)
+    requests = records.generation_requests([a, b])
+    assert [(r.request_id, r.instruction) for r in requests] == [("a", "find a"), ("b", "find b")]
+    assert requests[1].image is b.image  # no copy on the driver
+
+
+def test_reward_requests_pair_each_group_with_its_own_sample_in_group_order():
+    a, b = sample("a", 1), sample("b", 2)
+    requests = records.reward_requests([a, b], [group("b", ["x", "yy"]), group("a", ["z"])], return_masks=True)
+    assert [r.group_id for r in requests] == ["b", "a"]
+    assert requests[0].image is b.image and requests[0].gt_mask is b.mask and requests[1].image is a.image
+    assert requests[0].texts == ["x", "yy"] and all(r.return_masks for r in requests)
+    assert not records.reward_requests([a], [group("a", ["z"])])[0].return_masks
+
+
+def breakdowns(*values: float, reason: str = "") -> list[RewardBreakdown]:
+    return [RewardBreakdown(v, 1.0 if not reason else 0.0, v / 2, v / 4, reason) for v in values]
+
+
+def test_group_rewards_flatten_group_major_and_informative_groups_vary():
+    rewards = [GroupReward("a", breakdowns(0.5, 0.5)), GroupReward("b", breakdowns(0.0, 1.0))]
+    flat = records.group_rewards(rewards)
+    assert flat.tolist() == [0.5, 0.5, 0.0, 1.0] and flat.dtype == np.float64
+    assert records.is_informative(flat, group_size=2).tolist() == [False, True]
+
+
+def test_train_items_slice_advantages_per_group_and_keep_versions():
+    a, b = sample("a", 1), sample("b", 2)
+    groups = [group("a", ["x", "yy"], version=3), group("b", ["zzz", "w"], version=4)]
+    items = records.train_items([a, b], groups, np.array([0.1, -0.1, 2.0, -2.0]))
+    assert [(i.sample_id, i.advantages, i.weights_version) for i in items] == [
+        ("a", [0.1, -0.1], 3), ("b", [2.0, -2.0], 4)]
+    assert items[1].image is b.image and items[1].prompt_ids == [5, 6]
+    assert items[1].completion_ids == [[3, 0], [1, 0]]
+    assert items[1].rollout_logprobs == [[pytest.approx(-0.3)], [pytest.approx(-0.1)]]
+
+
+def test_reward_metrics_means_and_failure_rates_by_code():
+    rewards = [GroupReward("a", breakdowns(1.0, 0.0)),
+               GroupReward("b", [*breakdowns(0.0, reason="no_box"), *breakdowns(0.5)])]
+    metrics = records.reward_metrics(rewards)
+    assert metrics["reward/mean"] == pytest.approx(1.5 / 4)
+    assert metrics["reward/format"] == pytest.approx(3 / 4)
+    assert metrics["reward/iou"] == pytest.approx(0.75 / 4) and metrics["reward/s_measure"] == pytest.approx(1.5 / 16)
+    assert metrics["reward/std"] == pytest.approx(np.std([1.0, 0.0, 0.0, 0.5]))
+    assert metrics["reward/fail_no_box"] == pytest.approx(0.25)
+    assert records.reward_metrics([])["reward/mean"] == 0.0
+
+
+def test_rollout_and_score_generates_then_scores_the_same_samples_in_order():
+    events: list[tuple] = []
+    rollout, reward = FakeRollout(events, size=1), FakeReward(events, size=1, reward_of=lambda sid, j: j / 2)
+    a, b = sample("a", 1), sample("b", 2)
+    scored = records.rollout_and_score(rollout, reward, [a, b], SamplingParams(n=3), return_masks=True)
+    assert events == [("generate", ["a", "b"], 0), ("score", ["a", "b"])]
+    assert scored.samples == [a, b] and [g.request_id for g in scored.groups] == ["a", "b"]
+    assert [[x.reward for x in r.breakdowns] for r in scored.rewards] == [[0.0, 0.5, 1.0]] * 2
+    assert reward.requests[0].return_masks and reward.requests[0].texts == ["a/0", "a/1", "a/2"]
+    assert scored.rollout_s >= 0.0 and scored.reward_s >= 0.0
