@@ -1,10 +1,18 @@
 """LearnerActor: one DeepSpeed training rank of the policy VLM (a plain class; Ray wraps it in learner.group).
 
 Each rank holds a DeepSpeed engine (ZeRO stage from config; gloo on CPU, NCCL on GPU) and, when beta > 0,
-a frozen reference model for the KL term. One `train_step` call is exactly one optimizer step: the rank's
-completions are split into micro-batches, each micro-batch loss is weighted by its share of the GLOBAL batch
-(sequences for seq-mean aggregation, tokens for token-mean), and gradients accumulate until `step()` averages
-them over ranks. So the update equals the full-batch GRPO objective whatever the micro-batch size or rank count.
+a frozen reference model for the KL term. One `train_step` call trains on one rollout batch: by default (the
+released recipe) exactly one optimizer step. The rank's completions are split into micro-batches, each
+micro-batch loss is weighted by its share of the GLOBAL batch (sequences for seq-mean aggregation, tokens for
+token-mean), and gradients accumulate until `step()` averages them over ranks. So the update equals the
+full-batch GRPO objective whatever the micro-batch size or rank count.
+
+PPO reuse: `algorithm.epochs` passes over the batch, each cut into `algorithm.mini_batches` mini-batches of
+whole groups, one optimizer step each (weights then are shares of the mini-batch). The old log-probs are then
+the learner's own, computed once before the first update. The lr schedule advances once per rollout batch, as
+veRL does (TRL steps it per optimizer step): `learner.warmup_steps` and the decay horizon `run.steps` count
+GRPO steps whatever the reuse. Engine/learner mismatch: `policy/engine_kl` compares the learner's pre-update
+log-probs with the engine's every step; `algorithm.tis_cap` reweighs tokens by truncated importance sampling.
 
     actor = LearnerActor(cfg, model_path, rank=0, world_size=1, master_addr="127.0.0.1", master_port=29500)
     stats = actor.train_step(items)           # {"policy/loss": ..., "policy/kl": ..., ...}
@@ -21,7 +29,7 @@ import torch
 
 from learner import checkpoint as ckpt
 from learner import step_math
-from learner.batching import MicroBatch, micro_batches, sft_records, train_records
+from learner.batching import MicroBatch, micro_batches, mini_batch_records, sft_records, train_records
 from learner.deepspeed_config import build_ds_config, lr_lambda
 from learner.logprobs import completion_logprobs
 from learner.models import (
@@ -89,35 +97,57 @@ class LearnerActor:
         self.pad_id: int = self.processor.tokenizer.pad_token_id
         # the same never-sampled special tokens the rollout engines mask, so both score one distribution
         self.masked_ids = sorted(set(non_output_token_ids(self.processor.tokenizer)) - set(self.eos_ids))
-        self.step = 0  # optimizer steps taken
+        self.step = 0  # GRPO steps (rollout batches) trained
         self.version = 0  # weights version: 0 = the checkpoint the rollout workers loaded from disk
         self._sync_group: WeightSyncGroup | None = None
 
     # ------------------------------------------------------------------------------------------ training
     def train_step(self, items: list[TrainItem]) -> dict[str, float]:
-        """One GRPO optimizer step on this rank's share of the batch; stats are global (all-reduced)."""
-        batches = self._micro_batches(train_records(items, self._vision(items)))
+        """GRPO on this rank's share of one rollout batch: `algorithm.epochs` passes of `algorithm.mini_batches`
+        optimizer steps (1 x 1 by default); stats are global (all-reduced) and cover the whole batch."""
         algo = self.cfg.algorithm
-        plan = step_math.LossWeights.build(batches, algo.agg, self.world_size, self.device)
-        ref_logps = self._reference_logprobs(batches) if self.reference is not None else [None] * len(batches)
+        records = train_records(items, self._vision(items))
+        parts = step_math.mini_batch_count(len(items), algo.mini_batches, self.world_size, self.device)
+        minis = [self._micro_batches(part) for part in mini_batch_records(records, parts)]
+        plans = [step_math.LossWeights.build(batches, algo.agg, self.world_size, self.device) for batches in minis]
+        flat = [mb for batches in minis for mb in batches]
+        refs = self._reference_logprobs(flat) if self.reference is not None else [None] * len(flat)
+        refs = self._regroup(refs, minis)
+        # Reusing the batch needs the pre-update policy's log-probs before the first update. One update per batch
+        # does not: there the pre-update policy IS the current one, and its log-probs are the first (only)
+        # forward's, detached. The learner's old log-probs replace the engine's when asked, when the batch is
+        # reused, and with TIS (whose weights already correct engine -> learner; the ratio must not do it twice).
+        reuse = algo.epochs > 1 or algo.mini_batches > 1
+        learner_old = reuse or self.cfg.learner.recompute_old_logp or algo.tis_cap is not None
+        olds = self._old_logprobs(minis) if reuse else None
         sums = step_math.StatSums(self.device)
         self.engine.train()
         lr = self.current_lr()
-        for index, (mb, real) in enumerate(self._lockstep(batches)):
-            mb = mb.to(self.device, self.dtype)
-            logp, entropy = self._logprobs(self.engine, mb, with_entropy=True)
-            # one optimizer step per rollout batch: the pre-update policy IS the current one, so recomputed
-            # old log-probs are the current ones, detached (no second forward needed)
-            old = logp.detach() if self.cfg.learner.recompute_old_logp else mb.rollout_logprobs
-            ref = ref_logps[min(index, len(batches) - 1)]
-            loss, kl_sum, clipped = step_math.grpo_loss(logp, old, ref, mb, algo, self.cfg.rollout.max_new_tokens)
-            weight = plan.weight(mb) if real else 0.0
-            self.engine.backward(loss * weight, scale_wrt_gas=False)
-            if real:
-                sums.add(mb, loss.detach() * weight, kl_sum, clipped, entropy)
-        grad_norm = self._step()
+        grad_norms = []
+        for epoch in range(algo.epochs):
+            for m, batches in enumerate(minis):
+                for index, (mb, real) in enumerate(self._lockstep(batches)):
+                    i = min(index, len(batches) - 1)  # lock-step padding repeats the last micro-batch
+                    mb = mb.to(self.device, self.dtype)
+                    logp, entropy = self._logprobs(self.engine, mb, with_entropy=True)
+                    pre_update = olds[m][i] if olds is not None else logp.detach()  # [B, C]
+                    engine_kl, tis_sum, tis = step_math.mismatch_sums(pre_update, mb, algo.tis_cap)
+                    old = pre_update if learner_old else mb.rollout_logprobs
+                    loss, kl_sum, clipped = step_math.grpo_loss(logp, old, refs[m][i], mb, algo,
+                                                                self.cfg.rollout.max_new_tokens, is_weights=tis)
+                    weight = plans[m].weight(mb) if real else 0.0
+                    self.engine.backward(loss * weight, scale_wrt_gas=False)
+                    if real:
+                        sums.add(mb, loss.detach() * weight, kl_sum, clipped, entropy, first_pass=epoch == 0,
+                                 engine_kl_sum=engine_kl, tis_weight_sum=tis_sum)
+                last = epoch == algo.epochs - 1 and m == len(minis) - 1
+                grad_norms.append(self._step(advance_schedule=last))
         self.step += 1
-        return {**sums.reduce(self.world_size), "policy/grad_norm": grad_norm, "policy/lr": lr}
+        stats = sums.reduce(self.world_size, optimizer_steps=len(grad_norms))
+        if algo.tis_cap is None:
+            del stats["policy/tis_weight_mean"]
+        return {**stats, "policy/grad_norm": sum(grad_norms) / len(grad_norms), "policy/lr": lr,
+                "policy/optimizer_steps": float(len(grad_norms))}
 
     def sft_step(self, items: list[SFTItem]) -> dict[str, float]:
         """Warm start: one optimizer step of token-mean cross-entropy on the targets, at warm_start.lr.
@@ -135,15 +165,13 @@ class LearnerActor:
             self.engine.backward(loss * weight, scale_wrt_gas=False)
             if real:
                 sums.add(mb, loss.detach() * weight)
-        optimizer, scheduler = self.engine.optimizer, self.engine.lr_scheduler
+        optimizer = self.engine.optimizer
         saved_lrs = [group["lr"] for group in optimizer.param_groups]
         for group in optimizer.param_groups:
             group["lr"] = self.cfg.algorithm.warm_start.lr
-        self.engine.lr_scheduler = None  # keep the GRPO schedule where it is
         try:
-            grad_norm = self._step()
+            grad_norm = self._step(advance_schedule=False)  # keep the GRPO schedule where it is
         finally:
-            self.engine.lr_scheduler = scheduler
             for group, lr in zip(optimizer.param_groups, saved_lrs):
                 group["lr"] = lr
         stats = sums.reduce(self.world_size)
@@ -253,6 +281,27 @@ class LearnerActor:
     def _lockstep(self, batches: list[MicroBatch]) -> list[tuple[MicroBatch, bool]]:
         return step_math.lockstep(batches, self.world_size, self.device, self.cfg.learner.zero_stage == 3)
 
+    def _old_logprobs(self, minis: list[list[MicroBatch]]) -> list[list[torch.Tensor]]:
+        """The pre-update policy's log-probs [B, C] of every micro-batch of every mini-batch, before any update
+        (in training mode, as the update's forwards; lock-step passes for ZeRO-3, padding results dropped)."""
+        self.engine.train()
+        out: list[list[torch.Tensor]] = []
+        with torch.no_grad():
+            for batches in minis:
+                passes = [self._logprobs(self.engine, mb.to(self.device, self.dtype))[0]
+                          for mb, _ in self._lockstep(batches)]
+                out.append(passes[:len(batches)])  # padding passes run only for ZeRO-3's collective gathers
+        return out
+
+    @staticmethod
+    def _regroup(values: list[Any], minis: list[list[MicroBatch]]) -> list[list[Any]]:
+        """A flat per-micro-batch list cut back into the mini-batches' shape."""
+        out, start = [], 0
+        for batches in minis:
+            out.append(values[start:start + len(batches)])
+            start += len(batches)
+        return out
+
     def _reference_logprobs(self, batches: list[MicroBatch]) -> list[torch.Tensor]:
         """Reference log-probs [B, C] per micro-batch, all computed before training; an offloaded reference
         visits the device once for the whole step."""
@@ -266,14 +315,22 @@ class LearnerActor:
             if self.cfg.learner.ref_offload:
                 self.reference.to("cpu")
 
-    def _step(self) -> float:
-        """Optimizer step (DeepSpeed averages gradients over ranks and clips); returns the pre-clip grad norm."""
+    def _step(self, advance_schedule: bool = True) -> float:
+        """Optimizer step (DeepSpeed averages gradients over ranks and clips); returns the pre-clip grad norm.
+
+        advance_schedule=False leaves the lr schedule where it is (DeepSpeed steps its scheduler in every step)."""
         local_norm = float("nan")
         if self.cfg.learner.zero_stage == 0 and self.world_size == 1:
             # DeepSpeed keeps the norm only for its ZeRO/bf16 optimizers; with one rank the local grads are global
             grads = [p.grad.detach().float().norm() for p in self.engine.module.parameters() if p.grad is not None]
             local_norm = float(torch.stack(grads).norm()) if grads else 0.0
-        self.engine.step()
+        scheduler = self.engine.lr_scheduler
+        if not advance_schedule:
+            self.engine.lr_scheduler = None
+        try:
+            self.engine.step()
+        finally:
+            self.engine.lr_scheduler = scheduler
         norm = self.engine.get_global_grad_norm()
         return float(norm) if norm is not None else local_norm  # NaN: ZeRO-0 on several ranks does not report it
 

@@ -147,6 +147,23 @@ def collate(records: Sequence[SequenceRecord], eos_ids: Iterable[int], pad_id: i
     )
 
 
+def mini_batch_records(records: Sequence[SequenceRecord], parts: int) -> list[list[SequenceRecord]]:
+    """`records` split into `parts` mini-batches of whole groups (one optimizer step each): group i (the item
+    index in `source`) goes to mini-batch i % parts, record order kept within each.
+
+    Strided rather than contiguous so the split does not depend on the rank count: the learner group hands each
+    rank a contiguous shard of the batch's groups, and when every shard's size is a multiple of `parts`, the
+    union over ranks of their m-th mini-batches is exactly the one-rank m-th mini-batch.
+    """
+    if parts < 1:
+        raise ValueError(f"parts must be >= 1, got {parts}")
+    groups = sorted({r.source[0] for r in records})
+    if len(groups) < parts:
+        raise ValueError(f"{len(groups)} groups cannot fill {parts} mini-batches of whole groups")
+    slot = {group: rank % parts for rank, group in enumerate(groups)}
+    return [[r for r in records if slot[r.source[0]] == m] for m in range(parts)]
+
+
 def micro_batches(records: Sequence[SequenceRecord], micro_batch_size: int, eos_ids: Iterable[int],
                   pad_id: int) -> list[MicroBatch]:
     """Consecutive chunks of `micro_batch_size` records (order kept, so results map back by position)."""

@@ -1,8 +1,9 @@
 """Builds the DeepSpeed config dict from the learner settings, and the learning-rate schedule.
 
-One optimizer step per `train_step` call, whatever the number of micro-batches: gradient accumulation is
-"unmanaged" (`backward` only accumulates, `step` reduces across ranks and updates), so the learner decides
-the micro-batch count per call and weights each micro-batch's loss itself (learner/actor.py).
+One optimizer step per mini-batch of a `train_step` call (one per call by default), whatever the number of
+micro-batches: gradient accumulation is "unmanaged" (`backward` only accumulates, `step` reduces across ranks
+and updates), so the learner decides the micro-batch count per step and weights each micro-batch's loss itself
+(learner/actor.py).
 
     ds_config = build_ds_config(cfg.learner, world_size=2, bf16=False)
     scheduler = lr_lambda(cfg.learner.lr_schedule, cfg.learner.warmup_steps, total_steps=cfg.run.steps)

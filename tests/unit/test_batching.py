@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from learner.batching import collate, eos_mask, micro_batches, sft_records, train_records
+from learner.batching import collate, eos_mask, micro_batches, mini_batch_records, sft_records, train_records
 from learner.grpo import policy_loss
 from learner.logprobs import completion_logprobs, token_logprobs
 from learner.step_math import LossWeights
@@ -54,6 +54,24 @@ def test_micro_batches_keep_order_and_sizes():
     batches = micro_batches(train_records(items, [_vision(4), _vision(4)]), 2, [EOS], PAD)
     assert [mb.size for mb in batches] == [2, 2, 1]
     assert [s for mb in batches for s in mb.sources] == [(0, 0), (0, 1), (0, 2), (1, 0), (1, 1)]
+
+
+def test_mini_batches_keep_whole_groups_and_do_not_depend_on_the_rank_count():
+    items = [_item(f"g{i}", [1], [[3 + i], [4 + i]]) for i in range(4)]
+    records = train_records(items, [_vision(4)] * 4)
+    one_rank = mini_batch_records(records, 2)
+    assert [[r.source for r in part] for part in one_rank] == [
+        [(0, 0), (0, 1), (2, 0), (2, 1)], [(1, 0), (1, 1), (3, 0), (3, 1)]]  # groups 0, 2 | 1, 3
+    # two ranks get the contiguous shards g0 g1 | g2 g3 (learner.group.shard); their m-th mini-batches together
+    # are the one-rank m-th mini-batch
+    shards = [train_records(items[:2], [_vision(4)] * 2), train_records(items[2:], [_vision(4)] * 2)]
+    per_rank = [mini_batch_records(shard, 2) for shard in shards]
+    for m in range(2):
+        together = sorted(r.completion_ids[0] for rank in per_rank for r in rank[m])
+        assert together == sorted(r.completion_ids[0] for r in one_rank[m])
+    assert mini_batch_records(records, 1) == [records]
+    with pytest.raises(ValueError, match="4 groups cannot fill 5 mini-batches"):
+        mini_batch_records(records, 5)
 
 
 def test_bad_records_name_the_item():
