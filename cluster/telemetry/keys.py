@@ -60,6 +60,10 @@ EXTRA_KEYS: dict[str, str] = {
     "policy/entropy": "mean per-token entropy of the policy",
     "policy/lr": "learning rate",
     "policy/tokens": "completion tokens in the update",
+    "policy/engine_kl": "k3 KL of the rollout engine's sampling log-probs vs the learner's pre-update ones "
+    "(kernel/precision mismatch; also staleness in async mode)",
+    "policy/tis_weight_mean": "mean truncated importance weight min(pi_learner / pi_engine, tis_cap) (TIS on only)",
+    "policy/optimizer_steps": "optimizer steps taken on the rollout batch (epochs x mini-batches)",
     "rollout/tokens_per_s": "tokens generated per second over all rollout workers",
     "reward_pool/masks_per_s": "masks decoded per second over all reward actors",
     "reward_pool/groups_per_s": "completion groups scored per second",
