@@ -107,9 +107,9 @@ def main() -> None:
 
     from learner.actor import LearnerActor
     from learner.models import trainable_weights
-    from learner.nccl_sync import free_port
     from rollout.worker import RolloutWorker
     from segr1.config import load_config
+    from segr1.rendezvous import free_port
 
     work = Path(tempfile.mkdtemp(prefix="segr1-bench-sync-"))
     try:

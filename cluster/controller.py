@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from cluster import records
-from cluster.checkpoints import load_latest, save
+from cluster.checkpoint_dirs import load_latest, save
 from cluster.evaluate import Evaluator
 from cluster.records import ScoredBatch
 from cluster.requests import RunRequests

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import math
 import os
-import socket
 import time
 from pathlib import Path
 from typing import Any
@@ -20,8 +19,10 @@ from typing import Any
 import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-from cluster.scaling import NAMESPACE, controller_name
+from cluster.job_control import NAMESPACE, controller_name
+from rollout.engine import resolve_model_path
 from segr1.config import Config, to_yaml
+from segr1.rendezvous import free_port
 
 
 def train(cfg: Config) -> dict[str, Any]:
@@ -29,7 +30,7 @@ def train(cfg: Config) -> dict[str, Any]:
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.yaml").write_text(to_yaml(cfg))
     connect(cfg)
-    model_path = resolve_model(cfg)
+    model_path = resolve_model_path(cfg)
     train_path, eval_path = resolve_data(cfg)
 
     controller = ray.remote(ControllerActor).options(
@@ -109,7 +110,7 @@ def connect(cfg: Config) -> None:
     ray.init(
         num_cpus=local_cpus(cfg), namespace=NAMESPACE, include_dashboard=cfg.cluster.dashboard,
         dashboard_host=cfg.cluster.dashboard_host, dashboard_port=cfg.cluster.dashboard_port,
-        _metrics_export_port=cfg.cluster.metrics_export_port or _free_port(),
+        _metrics_export_port=cfg.cluster.metrics_export_port or free_port("127.0.0.1"),
         _system_config={"metrics_report_interval_ms": int(cfg.cluster.metrics_report_s * 1000)},
     )
 
@@ -139,24 +140,7 @@ def local_cpus(cfg: Config) -> int:
     return max(cfg.cluster.num_cpus or os.cpu_count() or 1, math.ceil(2 * asked))
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 # -------------------------------------------------------------------------------------------- inputs
-def resolve_model(cfg: Config) -> str:
-    """The policy's HF directory; "tiny" builds (once) the offline tiny VLM."""
-    if cfg.model.path != "tiny":
-        if not Path(cfg.model.path).exists() and "/" not in cfg.model.path.strip("./"):
-            raise FileNotFoundError(f"model.path: no model directory at {cfg.model.path!r}")
-        return cfg.model.path
-    from rollout.tiny_model import ensure_tiny_vlm
-
-    return str(Path(ensure_tiny_vlm(cfg.model.tiny_dir, seed=cfg.model.tiny_seed)).resolve())
-
-
 def resolve_data(cfg: Config) -> tuple[str, str]:
     """Train and eval Parquet paths; empty entries are synthesized (deterministically) under the run dir."""
     from segr1.data.synth import synthesize

@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 from learner.actor import LearnerActor
 from segr1.config import Config
 from segr1.protocol import SFTItem, TrainItem
+from segr1.shards import balanced_shards
 
 T = TypeVar("T")
 
@@ -27,20 +28,14 @@ def shard(items: Sequence[T], num_shards: int) -> list[list[T]]:
     if len(items) < num_shards:
         raise ValueError(f"{len(items)} groups cannot feed learner.num_ranks={num_shards} ranks; every rank needs "
                          "at least one group per step")
-    base, extra = divmod(len(items), num_shards)
-    out, start = [], 0
-    for r in range(num_shards):
-        size = base + (1 if r < extra else 0)
-        out.append(list(items[start:start + size]))
-        start += size
-    return out
+    return [list(items[start:stop]) for start, stop in balanced_shards(len(items), num_shards)]
 
 
 def _rendezvous_address() -> tuple[str, int]:
     """Runs inside rank 0's bundle: this node's IP and a port that is free there."""
     import ray
 
-    from learner.nccl_sync import free_port
+    from segr1.rendezvous import free_port
 
     return ray.util.get_node_ip_address(), free_port()
 

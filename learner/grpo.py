@@ -29,9 +29,7 @@ import math
 
 import torch
 
-ADVANTAGE_SCALES = ("std", "none")
-KL_KINDS = ("k1", "k2", "k3")
-AGGREGATIONS = ("seq-mean-token-mean", "token-mean", "seq-mean-token-sum-norm")
+from segr1.choices import ADVANTAGE_SCALES, AGGREGATIONS, KL_KINDS
 
 
 def group_advantages(

@@ -17,20 +17,12 @@ is formed before the next sync.
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Iterable
 from typing import Any
 
 import torch
 
 from segr1.weights import WeightSyncGroup, fill_buffer, plan_layouts
-
-
-def free_port(host: str = "") -> int:
-    """A TCP port that is free right now on this node (the rendezvous binds it moments later)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
 
 
 def sync_backend(transport: str, has_gpu: bool) -> str:

@@ -26,6 +26,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from segr1.choices import GRAMMARS
+
 Box = tuple[int, int, int, int]
 Point = tuple[int, int]
 
@@ -47,8 +49,6 @@ REASONS: dict[str, str] = {
     "syntax": "malformed brackets or a tag that is not closed",
     "unexpected_text": "text outside the tags, an unknown or repeated tag, or tags out of order",
 }
-
-GRAMMARS = ("full", "points")
 
 _SEPARATORS = re.compile(r"[\s,]*")
 _WHITESPACE = re.compile(r"\s*")

@@ -14,6 +14,7 @@ Each engine class offers `from_config(cfg, model_path)`.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from segr1.protocol import GenerationRequest, RolloutGroup, SamplingParams
@@ -49,12 +50,16 @@ class Engine(Protocol):
 
 
 def resolve_model_path(cfg: Config, model_path: str | None = None) -> str:
-    """The model directory to load: `model_path` if given, else cfg.model.path; "tiny" builds (once) the tiny VLM."""
+    """The policy's HF directory: `model_path` if given, else cfg.model.path; "tiny" builds (once) the offline
+    tiny VLM and names it by its absolute path. A bare name that is no directory is an error (a hub id such as
+    "Qwen/Qwen2.5-VL-7B-Instruct" is passed on)."""
     path = model_path or cfg.model.path
     if path == TINY_MODEL:
         from rollout.tiny_model import ensure_tiny_vlm
 
-        return ensure_tiny_vlm(cfg.model.tiny_dir, seed=cfg.model.tiny_seed)
+        return str(Path(ensure_tiny_vlm(cfg.model.tiny_dir, seed=cfg.model.tiny_seed)).resolve())
+    if not Path(path).exists() and "/" not in path.strip("./"):
+        raise FileNotFoundError(f"model.path: no model directory at {path!r}")
     return path
 
 

@@ -5,8 +5,8 @@
     pool.update_weights(bucket_refs, version=3)                      # every worker; remembered for late joiners
     pool.resize(3)                                                   # the new worker loads version 3 first
 
-Requests are cut into contiguous, balanced shards (sizes differ by at most one), one per worker, so putting the
-results back in order is a concatenation. A worker that dies mid-call is replaced by a fresh one at the latest
+Requests are cut into contiguous, balanced shards (segr1.shards), one per worker, so putting the results back
+in order is a concatenation. A worker that dies mid-call is replaced by a fresh one at the latest
 weights and its shard re-run (up to cfg.rollout.max_retries times).
 """
 
@@ -22,18 +22,8 @@ from ray.exceptions import RayActorError
 from rollout.worker import RolloutWorker
 from segr1.config import Config
 from segr1.protocol import GenerationRequest, RolloutGroup, SamplingParams
+from segr1.shards import balanced_shards
 from segr1.weights import TensorBucket, WeightBucket
-
-
-def balanced_shards(count: int, parts: int) -> list[tuple[int, int]]:
-    """[start, stop) ranges splitting `count` items into `parts` contiguous shards of near-equal size."""
-    base, extra = divmod(count, parts)
-    bounds, start = [], 0
-    for i in range(parts):
-        stop = start + base + (1 if i < extra else 0)
-        bounds.append((start, stop))
-        start = stop
-    return bounds
 
 
 class RolloutPool:

@@ -7,7 +7,8 @@ further. Unknown keys, wrong types and impossible combinations fail at start wit
     cfg = load_config("configs/local_cpu.yaml", ["algorithm.group_size=8", "run.steps=10"])
     cfg.algorithm.group_size  # -> 8
 
-Derived values (e.g. completions per step) are properties, never written back into the config.
+Derived values (the run directory, sampling parameters, parser options) are computed, never written back
+into the config.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Any
 from omegaconf import MISSING, OmegaConf  # noqa: F401  (MISSING re-exported for configs that need it)
 from omegaconf.errors import OmegaConfBaseException
 
+from segr1.choices import ADVANTAGE_SCALES, AGGREGATIONS, GRAMMARS, KL_KINDS
 from segr1.protocol import SamplingParams
 
 
@@ -273,10 +275,6 @@ class Config:
 
     # derived values: computed, never stored
     @property
-    def completions_per_step(self) -> int:
-        return self.algorithm.prompts_per_step * self.algorithm.group_size
-
-    @property
     def run_dir(self) -> Path:
         return Path(self.run.output_dir) / self.run.name
 
@@ -285,13 +283,13 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "model.dtype": ("auto", "float32", "bfloat16", "float16"),
     "rollout.engine": ("hf", "vllm"),
     "reward.segmenter": ("sam2", "grabcut"),
-    "reward.grammar": ("full", "points"),
+    "reward.grammar": GRAMMARS,
     "reward.sam2.device": ("auto", "cpu", "cuda"),
     "learner.lr_schedule": ("constant", "cosine", "linear"),
     "learner.sync.transport": ("auto", "object_store", "nccl"),
-    "algorithm.adv_scale": ("std", "none"),
-    "algorithm.kl": ("k1", "k2", "k3"),
-    "algorithm.agg": ("seq-mean-token-mean", "token-mean", "seq-mean-token-sum-norm"),
+    "algorithm.adv_scale": ADVANTAGE_SCALES,
+    "algorithm.kl": KL_KINDS,
+    "algorithm.agg": AGGREGATIONS,
     "algorithm.mode": ("sync", "async"),
     "logging.tui": ("auto", "live", "plain"),
     "logging.wandb.mode": ("offline", "online", "disabled"),

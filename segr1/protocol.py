@@ -8,7 +8,7 @@ masks travel as COCO RLE (pycocotools), never as float arrays.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -129,15 +129,3 @@ class SFTItem:
     image: np.ndarray  # uint8[F, F, 3]
     prompt_ids: list[int]  # chat-templated prompt incl. image pad tokens (segr1.chat.encode_prompt)
     target_ids: list[int]  # the completion to imitate, ending with EOS
-
-
-@dataclass
-class StepTimings:
-    """Seconds spent per stage in one controller step."""
-
-    rollout_s: float = 0.0
-    reward_s: float = 0.0
-    learn_s: float = 0.0
-    sync_s: float = 0.0
-    step_s: float = 0.0
-    extra: dict[str, float] = field(default_factory=dict)

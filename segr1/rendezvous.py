@@ -1,4 +1,5 @@
-"""Rendezvous for torch.distributed groups that listens only where it must: on the master's own address.
+"""Rendezvous for torch.distributed groups that listens only where it must: on the master's own address; and
+the one `free_port` every rendezvous (learner ranks, weight sync, the local cluster's metrics port) starts from.
 
 torch's TCPStore server (and so `init_method="env://"`, which DeepSpeed uses) listens on every interface
 ("::"), whatever MASTER_ADDR says; on a loopback-only local run that is the one port reachable from the network.
@@ -12,6 +13,13 @@ import datetime
 import os
 import socket
 from typing import Any
+
+
+def free_port(host: str = "") -> int:
+    """A TCP port that is free right now on `host` ("" = every interface); the caller binds it moments later."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
 
 
 def tcp_store(host: str, port: int, rank: int, world_size: int, timeout_s: float = 600.0) -> Any:

@@ -13,11 +13,11 @@ also draws runs/<name>/eval_curve.png (cluster.telemetry.curve).
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from cluster.checkpoint_dirs import checkpoints_root, list_checkpoints
 from cluster.telemetry.curve import EVAL_CURVE_FILE, write_eval_curve
 from cluster.telemetry.jsonl import METRICS_FILE, read_metrics
 from cluster.telemetry.overlays import IMAGES_DIR
@@ -27,7 +27,6 @@ if TYPE_CHECKING:
 
 DASHBOARD_JSON = Path(__file__).resolve().parent.parent / "dashboards" / "segr1.json"
 HF_EXPORT_DIR = "hf_model"  # under the run directory
-_CHECKPOINT_DIR = re.compile(r"^step_(\d+)$")
 
 
 def score_change(rows: Sequence[dict[str, Any]], key: str, label: str) -> str | None:
@@ -59,9 +58,7 @@ def baseline_note(rows: Sequence[dict[str, Any]]) -> str:
 
 
 def checkpoint_steps(run_dir: Path) -> list[int]:
-    root = run_dir / "checkpoints"
-    names = (p.name for p in root.iterdir()) if root.is_dir() else ()
-    return sorted(int(m.group(1)) for name in names if (m := _CHECKPOINT_DIR.match(name)))
+    return [step for step, _ in list_checkpoints(checkpoints_root(run_dir))]
 
 
 def _path_line(path: Path | None) -> str:
@@ -165,7 +162,7 @@ def summarize(
         "text": text,
         "run_dir": str(run_dir),
         "metrics_jsonl": str(run_dir / METRICS_FILE),
-        "checkpoints": [str(run_dir / "checkpoints" / f"step_{s}") for s in checkpoint_steps(run_dir)],
+        "checkpoints": [str(path) for _, path in list_checkpoints(checkpoints_root(run_dir))],
         "images_dir": str(run_dir / IMAGES_DIR),
         "hf_export": str(hf_dir) if hf_dir is not None else None,
         "wandb_dir": str(wandb_dir) if wandb_dir is not None else None,

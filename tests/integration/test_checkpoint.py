@@ -17,7 +17,7 @@ from learner_helpers import learner_config, make_items, make_sft_items, max_abs_
 
 from learner.actor import LearnerActor
 from learner.checkpoint import CheckpointError
-from learner.nccl_sync import free_port
+from segr1.rendezvous import free_port
 
 OVERRIDES = ("learner.lr_schedule=linear", "learner.recompute_old_logp=true", "learner.zero_stage=1")
 

@@ -17,7 +17,7 @@ from learner_helpers import learner_config, make_items, make_sft_items, max_abs_
 
 from learner.actor import LearnerActor
 from learner.grpo import kl_penalty, policy_loss
-from learner.nccl_sync import free_port
+from segr1.rendezvous import free_port
 
 UPDATE_TOLERANCE = 2e-6
 

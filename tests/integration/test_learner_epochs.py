@@ -20,7 +20,7 @@ from learner_helpers import learner_config, make_items, max_abs_diff, with_logpr
 
 from learner.actor import LearnerActor
 from learner.grpo import policy_loss
-from learner.nccl_sync import free_port
+from segr1.rendezvous import free_port
 
 UPDATE_TOLERANCE = 2e-6  # as in test_learner.py: fp32 sums in another order, on weights that move by ~1e-3
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from rollout.hf_engine import HFEngine
-from rollout.pool import RolloutPool, balanced_shards
+from rollout.pool import RolloutPool
 from rollout.tiny_model import ensure_tiny_vlm
 from segr1.config import load_config
 from segr1.protocol import GenerationRequest, SamplingParams
@@ -58,12 +58,6 @@ def _new_weights(engine: HFEngine, seed: int) -> list[tuple[str, torch.Tensor]]:
     state = engine.model.state_dict()
     return [(name, state[name] + 0.5 * torch.randn(state[name].shape, generator=gen))
             for name in ("lm_head.weight", "model.language_model.layers.0.mlp.up_proj.weight")]
-
-
-def test_balanced_shards_by_hand():
-    assert balanced_shards(5, 2) == [(0, 3), (3, 5)]
-    assert balanced_shards(1, 3) == [(0, 1), (1, 1), (1, 1)]
-    assert balanced_shards(6, 3) == [(0, 2), (2, 4), (4, 6)]
 
 
 def test_two_workers_split_requests_and_keep_order(pool, local):

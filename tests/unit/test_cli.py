@@ -1,5 +1,5 @@
 """Every `segr1` command turns bad input into one line on stderr naming the bad thing, exit status != 0, and no
-traceback; `--debug` and internal errors keep the traceback. Calls `segr1.cli.main` in-process; no command
+traceback; `--debug` and internal errors keep the traceback. Calls `frontdoor.cli.main` in-process; no command
 here gets far enough to start Ray or load a model."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from segr1.cli import describe_user_error, main
+from frontdoor.cli import describe_user_error, main
 from segr1.config import ConfigError
 from segr1.data.errors import DataError
 from tests.unit.test_data_converters import put_gt, put_image
@@ -152,14 +152,14 @@ def test_scale_without_sizes(capsys):
 
 def test_a_services_refusal_is_one_line(capsys, monkeypatch):
     """The services refuse with SystemExit("...") (e.g. no job of that name): one line, exit status 1."""
-    import cluster.scaling
-    import segr1.cli
+    import cluster.job_control
+    import frontdoor.cli
 
     def no_such_run(run_name, address):
         raise SystemExit(f"no running job named {run_name!r} on the Ray cluster at {address!r}")
 
-    monkeypatch.setattr(segr1.cli, "_connect_ray", lambda address: None)
-    monkeypatch.setattr(cluster.scaling, "request_stop", no_such_run)
+    monkeypatch.setattr(frontdoor.cli, "_connect_ray", lambda address: None)
+    monkeypatch.setattr(cluster.job_control, "request_stop", no_such_run)
     one_line_error(capsys, ["stop", "--run", "ghost"], "no running job named 'ghost'", code=1)
 
 

@@ -15,7 +15,6 @@ def test_defaults_load_and_derived_values():
     cfg = load_config()
     assert isinstance(cfg, Config)
     assert cfg.algorithm.group_size == 4 and cfg.algorithm.prompts_per_step == 24
-    assert cfg.completions_per_step == 96
     assert cfg.run_dir == Path("runs") / "local_cpu"
 
 

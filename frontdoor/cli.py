@@ -120,7 +120,7 @@ def _connect_ray(address: str) -> None:
 
     import ray
 
-    from cluster.scaling import NAMESPACE
+    from cluster.job_control import NAMESPACE
 
     resolved = _reachable_ray_address(address)
     try:
@@ -154,7 +154,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     if not cfg.data.eval:
         raise UsageError("data.eval: give the Parquet file to evaluate on (e.g. data.eval=cod10k_test.parquet)")
     _require_dataset(cfg.data.eval, "data.eval", cfg.data.frame_size)
-    from cluster.evaluate import evaluate_checkpoint
+    from frontdoor.eval_checkpoint import evaluate_checkpoint
 
     evaluate_checkpoint(cfg, args.checkpoint, out=args.out)
     return 0
@@ -173,7 +173,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     _require_writable_image(args.out, "--out")
     if args.overlay:
         _require_writable_image(args.overlay, "--overlay")
-    from cluster.predict import predict
+    from frontdoor.predict import predict
 
     predict(args.checkpoint, args.image, args.out, overlay=args.overlay, config=args.config,
             instruction=args.instruction, overrides=args.overrides)
@@ -206,7 +206,7 @@ def _cmd_scale(args: argparse.Namespace) -> int:
     if args.rollout is None and args.reward is None:
         raise UsageError("give --rollout N and/or --reward M")
     _connect_ray(args.address)
-    from cluster.scaling import request_scale
+    from cluster.job_control import request_scale
 
     wait_s = None if args.no_wait else args.timeout
     sizes = request_scale(args.run, rollout=args.rollout, reward=args.reward, address=args.address, wait_s=wait_s)
@@ -220,7 +220,7 @@ def _cmd_scale(args: argparse.Namespace) -> int:
 
 
 def _cmd_stop(args: argparse.Namespace) -> int:
-    from cluster.scaling import request_stop
+    from cluster.job_control import request_stop
 
     _connect_ray(args.address)
     at = request_stop(args.run, address=args.address)
@@ -230,7 +230,7 @@ def _cmd_stop(args: argparse.Namespace) -> int:
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
-    from cluster.scaling import run_status
+    from cluster.job_control import run_status
 
     _connect_ray(args.address)
     for key, value in run_status(args.run, address=args.address).items():

@@ -1,7 +1,8 @@
-"""Where a run's checkpoints live and which ones are kept: `runs/<name>/checkpoints/step_<N>/`.
+"""A run's checkpoint directories, `runs/<name>/checkpoints/step_<N>/`: named, found, and pruned to the newest.
 
-The learner writes each directory atomically (temp dir, then rename); this module names them, finds the newest
-for `resume=true`, and removes all but the newest `checkpoint.keep`.
+What goes inside one directory, and how the learner writes it atomically (temp dir, then rename), is
+learner/checkpoint.py; this module names the directories, finds the newest for `resume=true` (and for the
+end-of-run summary), and removes all but the newest `checkpoint.keep`.
 """
 
 from __future__ import annotations
@@ -16,8 +17,8 @@ from segr1.config import Config
 _STEP_DIR = re.compile(r"^step_(\d+)$")
 
 
-def checkpoints_root(cfg: Config) -> Path:
-    return cfg.run_dir / "checkpoints"
+def checkpoints_root(run_dir: Path) -> Path:
+    return run_dir / "checkpoints"
 
 
 def list_checkpoints(root: Path) -> list[tuple[int, Path]]:
@@ -29,7 +30,7 @@ def list_checkpoints(root: Path) -> list[tuple[int, Path]]:
 
 
 def save(cfg: Config, learner: Any, step: int, extra_state: dict[str, Any]) -> Path:
-    root = checkpoints_root(cfg)
+    root = checkpoints_root(cfg.run_dir)
     root.mkdir(parents=True, exist_ok=True)
     path = root / f"step_{step}"
     learner.save_checkpoint(str(path), extra_state)
@@ -40,7 +41,7 @@ def save(cfg: Config, learner: Any, step: int, extra_state: dict[str, Any]) -> P
 
 def load_latest(cfg: Config, learner: Any) -> dict[str, Any] | None:
     """Restore the newest checkpoint into the learner; returns its extra state, or None for a fresh run."""
-    found = list_checkpoints(checkpoints_root(cfg))
+    found = list_checkpoints(checkpoints_root(cfg.run_dir))
     if not found:
         return None
     return learner.load_checkpoint(str(found[-1][1]))
