@@ -44,6 +44,7 @@ from segr1.chat import image_inputs, non_output_token_ids
 from segr1.config import Config
 from segr1.protocol import SFTItem, TrainItem
 from segr1.rendezvous import pin_gloo_to, tcp_store
+from segr1.threads import thread_count
 from segr1.weights import WeightSyncGroup, iter_tensor_buckets
 
 
@@ -54,6 +55,8 @@ class LearnerActor:
         from transformers import AutoProcessor
 
         self.cfg, self.model_path, self.rank, self.world_size = cfg, model_path, rank, world_size
+        if cfg.learner.torch_threads is not None:  # None: Ray's OMP_NUM_THREADS (the CPUs this rank reserved)
+            torch.set_num_threads(thread_count(cfg.learner.torch_threads, cfg.learner.num_cpus))
         self.device = resolve_device()
         self.dtype = resolve_dtype(cfg.model.dtype, self.device)
         # DeepSpeed reads the rendezvous from the environment (torchrun style); Ray gives each rank one device

@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import threading
 import time
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -26,6 +28,7 @@ from reward_server.scoring import combine, score_masks
 from reward_server.segmenters import Segmenter, build
 from segr1.config import Config, RewardConfig
 from segr1.protocol import GroupReward, RewardBreakdown, RewardRequest
+from segr1.threads import thread_count
 
 
 def build_segmenter(reward: RewardConfig, seed: int = 0) -> Segmenter:
@@ -47,13 +50,35 @@ class RewardActor:
         self._started = time.monotonic()
         self._counts: Counter[str] = Counter()
         self._seconds: Counter[str] = Counter()
+        self._lock = threading.Lock()  # counters are updated from the scoring threads
+        # reward.threads: GrabCut scores groups on that many threads, one segmenter each (it keeps per-call
+        # timing; cv2 seeds its RNG per call and per thread, so masks do not depend on the thread count);
+        # SAM2 gives the threads to torch. None keeps Ray's sizing (one group at a time).
+        threads = thread_count(cfg.reward.threads, cfg.reward.num_cpus) if cfg.reward.threads is not None else 1
+        self._pool: ThreadPoolExecutor | None = None
+        if threads > 1 and self.segmenter.name == "grabcut":
+            self._pool = ThreadPoolExecutor(threads, thread_name_prefix=f"{actor_id}-score")
+            self._local = threading.local()
+        elif cfg.reward.threads is not None:
+            torch.set_num_threads(threads)
 
     def score(self, requests: list[RewardRequest]) -> list[GroupReward]:
         """Score each group; the results are in request order."""
         start = time.perf_counter()
-        results = [self._score_group(request) for request in requests]
+        if self._pool is not None and len(requests) > 1:
+            results = list(self._pool.map(self._score_group, requests))
+        else:
+            results = [self._score_group(request) for request in requests]
         self._seconds["busy_s"] += time.perf_counter() - start
         return results
+
+    def _thread_segmenter(self) -> Segmenter:
+        """This thread's segmenter: the actor's own one outside the scoring pool, a private one inside it."""
+        if self._pool is None or threading.current_thread() is threading.main_thread():
+            return self.segmenter
+        if not hasattr(self._local, "segmenter"):
+            self._local.segmenter = build_segmenter(self.cfg.reward, seed=self.cfg.run.seed)
+        return self._local.segmenter
 
     def baselines(
         self, train_images: list[np.ndarray], train_masks: list[np.ndarray], eval_images: list[np.ndarray],
@@ -98,13 +123,15 @@ class RewardActor:
         encode_s = decode_s = 0.0
         if parsed:
             order = sorted(parsed)
-            masks[order] = self.segmenter.segment(image, [parsed[i] for i in order])  # one encode per group
-            encode_s, decode_s = self.segmenter.last_timing.encode_s, self.segmenter.last_timing.decode_s
+            segmenter = self._thread_segmenter()
+            masks[order] = segmenter.segment(image, [parsed[i] for i in order])  # one encode per group
+            encode_s, decode_s = segmenter.last_timing.encode_s, segmenter.last_timing.decode_s
 
         breakdowns = self._breakdowns(masks, gt, parsed, reasons)
-        self._counts.update(groups=1, completions=len(request.texts), masks=len(parsed))
-        self._counts.update(f"reason/{code}" for code in reasons.values())
-        self._seconds.update(encode_s=encode_s, decode_s=decode_s)
+        with self._lock:
+            self._counts.update(groups=1, completions=len(request.texts), masks=len(parsed))
+            self._counts.update(f"reason/{code}" for code in reasons.values())
+            self._seconds.update(encode_s=encode_s, decode_s=decode_s)
         return GroupReward(
             group_id=request.group_id,
             breakdowns=breakdowns,

@@ -22,6 +22,7 @@ import torch
 from rollout.engine import Engine, build_engine
 from segr1.config import Config
 from segr1.protocol import GenerationRequest, RolloutGroup, SamplingParams
+from segr1.threads import thread_count
 from segr1.weights import TensorBucket, WeightBucket, WeightSyncGroup, receive_weights, unpack_buckets
 
 
@@ -29,8 +30,8 @@ class RolloutWorker:
     """Generates completions and receives weight updates for one engine; keeps throughput counters."""
 
     def __init__(self, cfg: Config, model_path: str, worker_id: str) -> None:
-        # Ray sets OMP_NUM_THREADS=1 in actors; use exactly the CPUs this actor reserved.
-        torch.set_num_threads(max(1, int(cfg.rollout.num_cpus)))
+        # Ray sets OMP_NUM_THREADS=1 in actors; by default use exactly the CPUs this actor reserved
+        torch.set_num_threads(thread_count(cfg.rollout.torch_threads, cfg.rollout.num_cpus))
         self.cfg = cfg
         self.worker_id = worker_id
         self.engine: Engine = build_engine(cfg, model_path)

@@ -80,6 +80,9 @@ class RolloutConfig:
     num_workers: int = 1
     num_cpus: float = 1.0
     num_gpus: float = 0.0
+    # torch threads of each worker (segr1.threads): None = the CPUs it reserved (num_cpus), 0 = every core of
+    # its node (a sync run's stages take turns, so the stage that runs may use them all), N = N
+    torch_threads: int | None = None
     temperature: float = 1.0
     top_p: float = 1.0
     max_new_tokens: int = 400
@@ -125,6 +128,9 @@ class RewardConfig:
     num_actors: int = 1
     num_cpus: float = 1.0
     num_gpus: float = 0.0
+    # threads of each actor (segr1.threads): GrabCut scores this many groups at once (cv2 releases the GIL),
+    # SAM2 gives them to torch. None = the CPUs it reserved (num_cpus), 0 = every core of its node, N = N
+    threads: int | None = None
     w_format: float = 1.0
     w_iou: float = 0.7
     w_s: float = 0.3
@@ -159,6 +165,9 @@ class LearnerConfig:
     num_ranks: int = 1
     num_cpus: float = 1.0
     num_gpus: float = 0.0
+    # torch threads of each rank (segr1.threads): None = the CPUs it reserved (num_cpus), 0 = every core of its
+    # node, N = N
+    torch_threads: int | None = None
     zero_stage: int = 1
     lr: float = 1e-6
     lr_schedule: str = "constant"  # constant | cosine | linear
@@ -316,6 +325,9 @@ def validate(cfg: Config) -> Config:
     for path in positive:
         if _get(cfg, path) < 1:
             raise ConfigError(f"{path}: must be >= 1, got {_get(cfg, path)!r}")
+    for path in ("rollout.torch_threads", "reward.threads", "learner.torch_threads"):
+        if _get(cfg, path) is not None and _get(cfg, path) < 0:
+            raise ConfigError(f"{path}: must be >= 0 (0 = every core of the node) or null, got {_get(cfg, path)!r}")
     a = cfg.algorithm
     if a.adv_scale == "std" and a.group_size < 2:
         raise ConfigError(

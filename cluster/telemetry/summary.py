@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from cluster.checkpoint_dirs import checkpoints_root, list_checkpoints
 from cluster.telemetry.curve import EVAL_CURVE_FILE, write_eval_curve
 from cluster.telemetry.jsonl import METRICS_FILE, read_metrics
+from cluster.telemetry.memory import memory_line, peak_rss_rows
 from cluster.telemetry.overlays import IMAGES_DIR
 
 if TYPE_CHECKING:
@@ -158,6 +159,9 @@ def summarize(
         ray_dashboard_url=dashboard_url,
         metrics_urls=urls,
     )
+    memory = peak_rss_rows()  # the actors are still alive here: their high-water marks cover the whole run
+    if memory_line(memory):
+        text += "\n" + memory_line(memory)
     return {
         "text": text,
         "run_dir": str(run_dir),
@@ -171,4 +175,5 @@ def summarize(
         "metrics_urls": urls,
         "eval_first": evals[0] if evals else None,
         "eval_last": evals[-1] if evals else None,
+        "peak_rss": memory,
     }
