@@ -1,5 +1,5 @@
-"""Synthetic scenes: deterministic; one warm target among 3-4 cool distractors; GrabCut finds the target from
-its box, while a box that ignores the image does not."""
+"""Synthetic scenes: deterministic; one striped target among 3-4 smooth distractors; GrabCut finds the target from
+its box, while the best prompt that ignores the image does not (measured with the product's own baselines)."""
 
 from __future__ import annotations
 
@@ -8,11 +8,10 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from reward_server.parse import SegPrompt
 from reward_server.segmenters import build
 from segr1.data.dataset import SegDataset
 from segr1.data.schema import FOREGROUND_INSTRUCTION, Row, validate_row
-from segr1.data.synth import AREA_RANGE, DISTRACTOR_HUES, TARGET_HUES, synth_row, synth_sample, synthesize
+from segr1.data.synth import AREA_RANGE, synth_row, synth_sample, synthesize
 
 
 def test_a_sample_is_a_pure_function_of_seed_and_index():
@@ -37,47 +36,48 @@ def test_one_target_inside_the_frame_with_area_in_range(size):
         assert not border.any()
 
 
-def _hue_saturation(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Hue in degrees [0, 360) and saturation in [0, 1] per pixel."""
-    hsv = cv2.cvtColor(image, cv2.COLOR_RGB2HSV).astype(np.float32)
-    return hsv[..., 0] * 2.0, hsv[..., 1] / 255.0
-
-
 def _tight_box(mask: np.ndarray) -> tuple[int, int, int, int]:
     ys, xs = np.nonzero(mask)
     return int(xs.min()), int(ys.min()), int(xs.max()), int(ys.max())
 
 
-def test_the_target_is_the_warm_object_and_cool_distractors_lie_outside_its_box():
+def _edge_strength(image: np.ndarray) -> np.ndarray:
+    """Per-pixel gradient magnitude of the lightly blurred luminance (the blur removes the sensor grain)."""
+    grey = cv2.GaussianBlur(cv2.cvtColor(image, cv2.COLOR_RGB2GRAY).astype(np.float32), (3, 3), 0)
+    return np.hypot(cv2.Sobel(grey, cv2.CV_32F, 1, 0), cv2.Sobel(grey, cv2.CV_32F, 0, 1))
+
+
+def test_the_target_is_the_striped_object_and_distractors_lie_outside_its_box():
     for index in range(30):
         image, mask = synth_sample(2, index, 112)
-        inner = cv2.erode(mask.astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool)  # away from soft edges
-        target_colour = image[inner].mean(axis=0).round().astype(np.uint8)[None, None]  # [1, 1, 3]
-        target_hue = _hue_saturation(target_colour)[0].item()
-        assert target_hue >= TARGET_HUES[0] % 360 or target_hue <= TARGET_HUES[1]
-        hue, saturation = _hue_saturation(cv2.GaussianBlur(image, (5, 5), 0))  # blur: sensor noise jitters hue
-        cool = (hue >= DISTRACTOR_HUES[0]) & (hue <= DISTRACTOR_HUES[1]) & (saturation > 0.4)
+        inner = cv2.erode(mask.astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool)  # away from its outline
+        saturation = cv2.cvtColor(cv2.GaussianBlur(image, (5, 5), 0), cv2.COLOR_RGB2HSV)[..., 1] / 255.0
+        others = cv2.erode((saturation > 0.4).astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool)
+        others &= ~cv2.dilate(mask.astype(np.uint8), np.ones((9, 9), np.uint8)).astype(bool)
+        edges = _edge_strength(image)
+        # stripes: a strong edge every few pixels inside the target; distractors are smooth inside
+        assert edges[inner].mean() > 2 * edges[others].mean(), index
         # 3-4 distractors, each 4-8% of the frame like the target: together they cover more than it does
-        assert cool[~mask].sum() > mask.sum()
+        saturated = saturation > 0.4
+        assert saturated[~mask].sum() > mask.sum()
         x1, y1, x2, y2 = _tight_box(mask)
-        assert cool[y1:y2 + 1, x1:x2 + 1].sum() < 0.02 * mask.sum()  # no distractor inside the target's box
+        ring = ~cv2.dilate(mask.astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool)
+        assert (saturated & ring)[y1:y2 + 1, x1:x2 + 1].sum() < 0.02 * mask.sum()  # no distractor in its box
 
 
-def _iou(pred: np.ndarray, gt: np.ndarray) -> float:
-    return float((pred & gt).sum() / max((pred | gt).sum(), 1))
+@pytest.mark.slow
+def test_the_embedded_task_needs_the_image_blind_at_most_035_oracle_at_least_080():
+    """The issue's bar, through the product's own baselines: the best image-independent prompt (chosen on 32
+    training images) scores at most 0.35 IoU on 64 held-out images, the ground-truth box at least 0.80."""
+    from reward_server.baselines import compute_baselines
 
-
-def test_grabcut_finds_the_target_from_its_box_but_not_from_boxes_that_ignore_the_image():
     segmenter = build("grabcut", iterations=5, margin=0, context=1.0, point_radius=3, seed=0)
-    fixed = [SegPrompt("", [box], [], []) for box in ((16, 16, 94, 94), (0, 16, 78, 94), (28, 28, 83, 83))]
-    oracle, blind = [], np.zeros(len(fixed))
-    for index in range(16):
-        image, mask = synth_sample(1, index, 112)
-        (from_box,) = segmenter.segment(image, [SegPrompt("", [_tight_box(mask)], [], [])])
-        oracle.append(_iou(from_box, mask))
-        blind += [_iou(pred, mask) for pred in segmenter.segment(image, fixed)]
-    assert np.mean(oracle) >= 0.85
-    assert blind.max() / 16 <= 0.45  # large central boxes: the best constant boxes of a wider search
+    train = [synth_sample(0, i, 112) for i in range(32)]
+    held_out = [synth_sample(1, i, 112) for i in range(64)]
+    scores = compute_baselines(segmenter, [im for im, _ in train], [m for _, m in train],
+                               [im for im, _ in held_out], [m for _, m in held_out], frame=112)
+    assert scores.mean_blind <= 0.35, scores.blind
+    assert scores.mean_oracle >= 0.80
 
 
 def test_synthesize_writes_valid_rows_and_held_out_seed_differs(tmp_path):
