@@ -102,6 +102,7 @@ class LearnerActor:
         self.masked_ids = sorted(set(non_output_token_ids(self.processor.tokenizer)) - set(self.eos_ids))
         self.step = 0  # GRPO steps (rollout batches) trained
         self.version = 0  # weights version: 0 = the checkpoint the rollout workers loaded from disk
+        self._loaded = False  # True from load_checkpoint to the next publish: the weights are `version`'s
         self._sync_group: WeightSyncGroup | None = None
 
     # ------------------------------------------------------------------------------------------ training
@@ -222,7 +223,7 @@ class LearnerActor:
         Every rank must call it (ZeRO-3 gathers collectively); ranks > 0 return no refs."""
         import ray
 
-        self.version += 1
+        self._next_version()
         named = trainable_weights(self.engine.module)
         refs: list[Any] = []
         with gathered([p for _, p in named]):
@@ -240,7 +241,7 @@ class LearnerActor:
         """Bump the version and broadcast over the sync group (rollout workers call receive_weights meanwhile)."""
         from learner.nccl_sync import send_weights
 
-        self.version += 1
+        self._next_version()
         named = trainable_weights(self.engine.module)
         with gathered([p for _, p in named]):
             if self.rank == 0:
@@ -249,14 +250,25 @@ class LearnerActor:
                 send_weights(self._sync_group, named, self.cfg.learner.sync.bucket_mb << 20, self.version)
         return self.version
 
+    def _next_version(self) -> None:
+        """New weights get a new version; the first publish after load_checkpoint sends the weights that the
+        checkpoint's version already names, so a resumed run counts versions as the uninterrupted one did."""
+        if not self._loaded:
+            self.version += 1
+        self._loaded = False
+
     # ------------------------------------------------------------------------------------------ checkpoints
     def save_checkpoint(self, directory: str, extra_state: dict[str, Any]) -> None:
-        """Atomic checkpoint (layout in learner/checkpoint.py); every rank must call it."""
-        ckpt.save_learner(self, Path(directory), extra_state)
+        """Checkpoint directory `directory`, a local path or a URI (layout and commit in learner/checkpoint.py);
+        every rank must call it."""
+        ckpt.save_learner(self, directory, extra_state)
 
     def load_checkpoint(self, directory: str) -> dict[str, Any]:
-        """Exact resume: weights, optimizer, lr schedule, RNG, step and version; returns extra_state."""
-        return ckpt.load_learner(self, Path(directory))
+        """Exact resume from a local path or a URI: weights, optimizer, lr schedule, RNG, step and version;
+        returns extra_state."""
+        extra = ckpt.load_learner(self, directory)
+        self._loaded = True
+        return extra
 
     def export_hf(self, directory: str) -> None:
         ckpt.export_hf(self, Path(directory))
@@ -327,6 +339,7 @@ class LearnerActor:
             # DeepSpeed keeps the norm only for its ZeRO/bf16 optimizers; with one rank the local grads are global
             grads = [p.grad.detach().float().norm() for p in self.engine.module.parameters() if p.grad is not None]
             local_norm = float(torch.stack(grads).norm()) if grads else 0.0
+        self._loaded = False  # the weights change: the next publish names them with a new version
         scheduler = self.engine.lr_scheduler
         if not advance_schedule:
             self.engine.lr_scheduler = None

@@ -13,8 +13,11 @@ Nothing in a checkpoint is a pickle: optimizer and RNG state are tensors + JSON 
 loading a checkpoint from elsewhere cannot run code. A directory in the older pickle layout (optimizer.pt,
 rng.pt) is refused with an error naming the file, without reading it.
 
-Every rank writes into a staging directory `.step_<N>.tmp` beside the target; rank 0 renames it into place
-after a barrier, so a crash never leaves a half-written `step_<N>` behind (state.json is written last).
+The directory may be a local path or a URI (`checkpoint.storage`; segr1.storage, pyarrow.fs). Locally every rank
+writes into a staging directory `.step_<N>.tmp` beside the target and rank 0 renames it into place after a
+barrier; on other filesystems each rank uploads its files from a local temp dir. Either way state.json is
+written last, after every rank's files are in place: a directory without it is an interrupted write, which
+cluster/checkpoint_dirs.py never lists or loads. Loading from a URI fetches each rank's own files only.
 """
 
 from __future__ import annotations
@@ -22,11 +25,14 @@ from __future__ import annotations
 import json
 import random
 import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+
+from segr1.storage import Storage
 
 STATE_FILE = "state.json"
 MODEL_FILE = "model.safetensors"
@@ -63,12 +69,15 @@ def save_tensors(path: Path, tensors: dict[str, torch.Tensor]) -> None:
     save_file({k: v.contiguous() for k, v in tensors.items()}, str(path), metadata={"format": "pt"})
 
 
-def save_json(path: Path, state: dict[str, Any]) -> None:
+def json_text(name: str, state: dict[str, Any]) -> str:
     try:
-        text = json.dumps(state, indent=2, sort_keys=True)
+        return json.dumps(state, indent=2, sort_keys=True)
     except TypeError as e:
-        raise CheckpointError(f"{path.name}: extra_state must be JSON-serialisable ({e})") from None
-    path.write_text(text)
+        raise CheckpointError(f"{name}: extra_state must be JSON-serialisable ({e})") from None
+
+
+def save_json(path: Path, state: dict[str, Any]) -> None:
+    path.write_text(json_text(path.name, state))
 
 
 def rng_state() -> dict[str, Any]:
@@ -202,40 +211,86 @@ def _load_optimizer(optimizer: Any, state: dict[str, Any], rank: int, world_size
         optimizer.load_state_dict(state)
 
 
-def save_learner(actor: Any, final: Path, extra_state: dict[str, Any]) -> None:
-    """Write `final` atomically from every rank of `actor`'s world (all ranks must call)."""
+def _write_rank_files(actor: Any, directory: Path) -> None:
+    """This rank's files of a checkpoint, into `directory` (all ranks must call: ZeRO-3 gathers)."""
     from learner.models import full_state_dict, gathered
 
-    rank, world = actor.rank, actor.world_size
-    state = {"format": FORMAT_VERSION, "step": actor.step, "version": actor.version, "world_size": world,
-             "zero_stage": actor.cfg.learner.zero_stage, "extra_state": extra_state}
-    staging = staging_dir(final)
-    if rank == 0:
-        json.dumps(state)  # fail before writing gigabytes if extra_state cannot be stored
-        shutil.rmtree(staging, ignore_errors=True)
-        staging.mkdir(parents=True)
-    _barrier(world)
+    rank = actor.rank
     module = actor.engine.module
     with gathered(list(module.parameters())):
         if rank == 0:
-            save_tensors(staging / MODEL_FILE, full_state_dict(module))
+            save_tensors(directory / MODEL_FILE, full_state_dict(module))
     if rank == 0:  # config and processor beside the weights: the directory loads with from_pretrained
-        module.config.save_pretrained(staging)
-        module.generation_config.save_pretrained(staging)
-        actor.processor.save_pretrained(staging)
+        module.config.save_pretrained(directory)
+        module.generation_config.save_pretrained(directory)
+        actor.processor.save_pretrained(directory)
     if rank == 0 and actor.reference is not None and actor.reference_from_policy:
-        save_tensors(staging / REFERENCE_FILE, full_state_dict(actor.reference))
-    save_state(staging / rank_file("optimizer", STATE_SUFFIX, rank), optimizer_state(actor.engine))
-    save_state(staging / rank_file("rng", STATE_SUFFIX, rank), rng_state())
+        save_tensors(directory / REFERENCE_FILE, full_state_dict(actor.reference))
+    save_state(directory / rank_file("optimizer", STATE_SUFFIX, rank), optimizer_state(actor.engine))
+    save_state(directory / rank_file("rng", STATE_SUFFIX, rank), rng_state())
+
+
+def save_learner(actor: Any, location: str, extra_state: dict[str, Any]) -> None:
+    """Write checkpoint directory `location` (a path or a URI) from every rank of `actor`'s world.
+
+    A local directory is staged beside its target and renamed into place. Elsewhere (object stores have no
+    directory rename) each rank stages its files in a local temp dir and uploads them; either way rank 0 writes
+    state.json last, after every rank's files are in place, so its presence marks a complete checkpoint.
+    """
+    rank, world = actor.rank, actor.world_size
+    state = {"format": FORMAT_VERSION, "step": actor.step, "version": actor.version, "world_size": world,
+             "zero_stage": actor.cfg.learner.zero_stage, "extra_state": extra_state}
+    if rank == 0:
+        json_text(STATE_FILE, state)  # fail before writing gigabytes if extra_state cannot be stored
+    store = Storage.at(location)
+    final = store.local
+    if final is not None:
+        staging = staging_dir(final)
+        if rank == 0:
+            shutil.rmtree(staging, ignore_errors=True)
+            staging.mkdir(parents=True)
+        _barrier(world)
+        _write_rank_files(actor, staging)
+        _barrier(world)
+        if rank == 0:
+            save_json(staging / STATE_FILE, state)  # last: its presence marks a complete checkpoint
+            commit(staging, final)
+        _barrier(world)
+        return
+    if rank == 0:
+        store.delete()  # an interrupted or older write of this step
+    _barrier(world)
+    with tempfile.TemporaryDirectory(prefix="segr1-ckpt-") as tmp:
+        _write_rank_files(actor, Path(tmp))
+        store.upload(Path(tmp))
     _barrier(world)
     if rank == 0:
-        save_json(staging / STATE_FILE, state)  # last: its presence marks a complete checkpoint
-        commit(staging, final)
+        store.write_bytes(STATE_FILE, json_text(STATE_FILE, state).encode())  # last, as above
     _barrier(world)
 
 
-def load_learner(actor: Any, directory: Path) -> dict[str, Any]:
-    """Restore weights, optimizer, lr schedule, RNG, step and version into `actor`; returns extra_state."""
+def load_learner(actor: Any, location: str) -> dict[str, Any]:
+    """Restore weights, optimizer, lr schedule, RNG, step and version into `actor` from checkpoint directory
+    `location` (a path or a URI); returns extra_state. Each rank fetches only its own files."""
+    store = Storage.at(location)
+    if store.local is not None:
+        return _load_from(actor, store.local)
+    rank = actor.rank
+    wanted = [STATE_FILE, MODEL_FILE, REFERENCE_FILE, rank_file("optimizer", STATE_SUFFIX, rank),
+              rank_file("rng", STATE_SUFFIX, rank)]
+    wanted += [name.replace(STATE_SUFFIX, PICKLE_SUFFIX) for name in wanted[-2:]]  # to be refused by name
+    present = set(store.list_files())
+    with tempfile.TemporaryDirectory(prefix="segr1-ckpt-") as tmp:
+        local = Path(tmp) / Path(store.root).name
+        if store.is_dir():
+            store.download([name for name in wanted if name in present], local)
+        try:
+            return _load_from(actor, local)
+        except CheckpointError as e:  # name the checkpoint the user gave, not the temp copy
+            raise CheckpointError(str(e).replace(str(local), location)) from e.__cause__
+
+
+def _load_from(actor: Any, directory: Path) -> dict[str, Any]:
     from learner.models import gathered
 
     rank, world = actor.rank, actor.world_size

@@ -257,6 +257,11 @@ class CheckpointConfig:
     every: int = 10  # steps between checkpoints (0 = only at the end)
     keep: int = 3
     export_hf: bool = True  # also write an HF-format model directory at the end
+    # where checkpoints go: "" = runs/<name>/checkpoints; else a directory that the learner's nodes and the
+    # driver's both reach, as a path (a shared mount) or a URI (s3://bucket/prefix, gs://..., file:///...):
+    # checkpoints then live under <storage>/<run.name>/step_<N>/, written, listed, loaded and rotated
+    # through pyarrow.fs (segr1.storage)
+    storage: str = ""
 
 
 @dataclass(frozen=True)
@@ -286,6 +291,12 @@ class Config:
     @property
     def run_dir(self) -> Path:
         return Path(self.run.output_dir) / self.run.name
+
+    @property
+    def checkpoint_location(self) -> str:
+        """This run's checkpoint directory: a local path or a URI (segr1.storage reads both)."""
+        storage = self.checkpoint.storage
+        return f"{storage.rstrip('/')}/{self.run.name}" if storage else str(self.run_dir / "checkpoints")
 
 
 _CHOICES: dict[str, tuple[str, ...]] = {

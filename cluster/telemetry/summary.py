@@ -17,11 +17,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from cluster.checkpoint_dirs import checkpoints_root, list_checkpoints
+from cluster.checkpoint_dirs import list_checkpoints
 from cluster.telemetry.curve import EVAL_CURVE_FILE, write_eval_curve
 from cluster.telemetry.jsonl import METRICS_FILE, read_metrics
 from cluster.telemetry.memory import memory_line, peak_rss_rows
 from cluster.telemetry.overlays import IMAGES_DIR
+from segr1.storage import Storage
 
 if TYPE_CHECKING:
     from segr1.config import Config
@@ -58,8 +59,9 @@ def baseline_note(rows: Sequence[dict[str, Any]]) -> str:
     return f" ({', '.join(parts)})"
 
 
-def checkpoint_steps(run_dir: Path) -> list[int]:
-    return [step for step, _ in list_checkpoints(checkpoints_root(run_dir))]
+def checkpoint_steps(location: str) -> list[int]:
+    """Steps of the complete checkpoints at `location` (a path or a URI: cluster.checkpoint_dirs)."""
+    return [step for step, _ in list_checkpoints(Storage.at(location))]
 
 
 def _path_line(path: Path | None) -> str:
@@ -76,12 +78,17 @@ def format_summary(
     wandb_dir: str | Path | None = None,
     ray_dashboard_url: str | None = None,
     metrics_urls: Sequence[str] = (),
+    checkpoints_at: str | None = None,
 ) -> str:
-    """A multi-line, human-readable summary of a run's outputs and first-vs-last scores."""
+    """A multi-line, human-readable summary of a run's outputs and first-vs-last scores.
+
+    checkpoints_at: the run's checkpoint location (a path or a URI); None = run_dir/checkpoints.
+    """
     run_dir = Path(run_dir)
+    checkpoints_at = checkpoints_at or str(run_dir / "checkpoints")
     metrics_path = run_dir / METRICS_FILE
     rows = read_metrics(metrics_path) if metrics_path.exists() else []
-    steps = checkpoint_steps(run_dir)
+    steps = checkpoint_steps(checkpoints_at)
     images = sorted((run_dir / IMAGES_DIR).glob("*.png"))
     if wandb_dir is None and (run_dir / "wandb").is_dir():
         wandb_dir = run_dir / "wandb"
@@ -90,7 +97,7 @@ def format_summary(
     lines = [
         f"run directory   {run_dir.resolve()}",
         f"metrics         {_path_line(metrics_path)} ({len(rows)} rows)",
-        f"checkpoints     {run_dir / 'checkpoints'} ({checkpoints})",
+        f"checkpoints     {checkpoints_at} ({checkpoints})",
         f"overlays        {run_dir / IMAGES_DIR} ({len(images)} images)",
         f"eval curve      {_path_line(run_dir / EVAL_CURVE_FILE)}",
         f"HF export       {_path_line(Path(hf_dir) if hf_dir is not None else None)}",
@@ -158,6 +165,7 @@ def summarize(
         wandb_dir=wandb_dir,
         ray_dashboard_url=dashboard_url,
         metrics_urls=urls,
+        checkpoints_at=cfg.checkpoint_location,
     )
     memory = peak_rss_rows()  # the actors are still alive here: their high-water marks cover the whole run
     if memory_line(memory):
@@ -166,7 +174,7 @@ def summarize(
         "text": text,
         "run_dir": str(run_dir),
         "metrics_jsonl": str(run_dir / METRICS_FILE),
-        "checkpoints": [str(path) for _, path in list_checkpoints(checkpoints_root(run_dir))],
+        "checkpoints": [d.location for _, d in list_checkpoints(Storage.at(cfg.checkpoint_location))],
         "images_dir": str(run_dir / IMAGES_DIR),
         "hf_export": str(hf_dir) if hf_dir is not None else None,
         "wandb_dir": str(wandb_dir) if wandb_dir is not None else None,

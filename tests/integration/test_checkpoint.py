@@ -170,3 +170,30 @@ def test_a_malicious_pickle_is_refused_and_never_run(saved, tmp_path, planted, m
     with open(hostile / planted, "rb") as f:  # a file object: torch.load reads "*.safetensors" paths as safetensors
         torch.load(f, weights_only=False)  # control: what the old loader did runs the payload
     assert marker.exists()
+
+
+def test_a_checkpoint_on_a_remote_filesystem_resumes_bitwise(saved, model_path, processor):
+    """checkpoint.storage as a URI: the learner uploads through pyarrow.fs (here fsspec's in-memory filesystem,
+    which nothing reads as a local path), and a new learner resumes from it as exactly as from a local copy."""
+    import uuid
+
+    import fsspec
+
+    _, directory = saved
+    uri = f"memory://segr1-{uuid.uuid4().hex[:8]}/run/step_2"
+    first = new_actor(model_path)
+    first.load_checkpoint(str(directory))
+    first.save_checkpoint(uri, {"sampler": {"epoch": 1, "cursor": 17}, "step": 2})
+    stored = {p.rsplit("/", 1)[1] for p in fsspec.filesystem("memory").find("/" + uri.removeprefix("memory://"))}
+    assert stored == {p.name for p in directory.iterdir()}  # the same layout, state.json included
+
+    second = new_actor(model_path)
+    assert second.load_checkpoint(uri) == {"sampler": {"epoch": 1, "cursor": 17}, "step": 2}
+    assert (second.step, second.version, second.current_lr()) == (first.step, first.version, first.current_lr())
+    run_steps(first, processor, range(2, 3))
+    run_steps(second, processor, range(2, 3))
+    assert max_abs_diff(second.full_state_dict(), first.full_state_dict()) == 0.0
+
+    fsspec.filesystem("memory").rm("/" + uri.removeprefix("memory://") + "/rng.safetensors")
+    with pytest.raises(CheckpointError, match=f"missing file {uri}/rng.safetensors"):
+        second.load_checkpoint(uri)  # the message names the URI, not a temp copy

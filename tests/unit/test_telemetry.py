@@ -248,8 +248,10 @@ def _write_run(run_dir):
         writer.write(
             {"step": 4, "reward/mean": 0.9, "reward/format": 1.0, "eval/iou": 0.35, "eval/format": 0.75}
         )
-    for step in (2, 4):
+    for step in (2, 4):  # complete: the learner writes state.json last
         (run_dir / "checkpoints" / f"step_{step}").mkdir(parents=True)
+        (run_dir / "checkpoints" / f"step_{step}" / "state.json").write_text("{}")
+    (run_dir / "checkpoints" / "step_6").mkdir()  # an interrupted write: not counted
 
 
 def test_format_summary_reads_outputs_and_scores_from_disk(tmp_path):
