@@ -33,6 +33,8 @@ from segr1.config import Config
 from segr1.data.dataset import EpochSampler, SegDataset
 from segr1.protocol import Sample
 
+OVERLAYS = 2  # training overlays per overlay step: the first groups of the batch
+
 
 class Controller:
     """The step loop over `pools` (.rollout, .reward, .learner, publish_weights, resize, kill_one, metrics).
@@ -105,7 +107,7 @@ class Controller:
 
     def train_step(self) -> dict[str, Any]:
         """Draw prompts, generate, score, compute advantages, update, broadcast."""
-        cfg, algo = self.cfg, self.cfg.algorithm
+        algo = self.cfg.algorithm
         t0 = time.perf_counter()
         batch = self._next_batch()
         if algo.mode == "async":
@@ -148,8 +150,9 @@ class Controller:
             "rollout/worker_versions": {g.worker_id: g.weights_version for g in batch.groups},
             **self.pools.metrics(),
         }
-        if cfg.logging.overlay_every and (self.step + 1) % cfg.logging.overlay_every == 0:
-            self.evaluator.save_overlays(self.step + 1, batch.samples[:2], batch.groups[:2], self.pools, self.log)
+        if self._overlay_step(self.step):
+            self.evaluator.save_overlays(self.step + 1, batch.samples[:OVERLAYS], batch.groups[:OVERLAYS],
+                                         batch.rewards[:OVERLAYS], self.log)
         return metrics
 
     # ------------------------------------------------------------------------------------------ stages
@@ -176,7 +179,14 @@ class Controller:
         """Generate G completions for B prompts and score them (runs in a thread in async mode)."""
         sampling = self.cfg.rollout.sampling_params(self.cfg.algorithm.group_size,
                                                     seed=self.cfg.run.seed * 1_000_003 + step)
-        return records.rollout_and_score(self.pools.rollout, self.pools.reward, samples, sampling)
+        # the step that draws overlays gets its first groups' masks with their rewards (no second scoring)
+        return records.rollout_and_score(self.pools.rollout, self.pools.reward, samples, sampling,
+                                         masks_first=OVERLAYS if self._overlay_step(step) else 0)
+
+    def _overlay_step(self, step: int) -> bool:
+        """Whether the update from `step` (0-based; its row is step + 1) draws training overlays."""
+        every = self.cfg.logging.overlay_every
+        return bool(every) and (step + 1) % every == 0
 
     def _broadcast(self) -> float:
         """Publish the learner's weights to every rollout worker; returns seconds spent."""

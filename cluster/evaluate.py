@@ -32,7 +32,7 @@ from reward_server.parse import FormatError, parse_completion
 from reward_server.rle import decode_masks
 from segr1.config import Config
 from segr1.data.dataset import SegDataset
-from segr1.protocol import GroupReward, RolloutGroup, Sample
+from segr1.protocol import GroupReward, RolloutGroup, Sample, resolve_arrays
 
 GREEDY_N = 1
 G_EVAL = 4  # sampled completions per held-out image: the expected IoU of the policy, not only of its mode
@@ -86,10 +86,10 @@ class Evaluator:
                             "frame": self.cfg.data.frame_size, "eval_ids": [s.sample_id for s in samples]})
         return self._baselines
 
-    def save_overlays(self, step: int, samples: list[Sample], groups: list[RolloutGroup], pools: Any,
-                      log: Any) -> None:
-        """Overlays of training completions (first completion of each group)."""
-        rewards = pools.reward.score(records.reward_requests(samples, groups, return_masks=True))
+    def save_overlays(self, step: int, samples: list[Sample], groups: list[RolloutGroup],
+                      rewards: list[GroupReward], log: Any) -> None:
+        """Overlays of training completions (first completion of each group), from the masks their scoring
+        returned (the step asks for masks of the groups it will draw: no second segmenter pass)."""
         self._overlays(step, samples, groups, rewards, log, prefix="train")
 
     def _overlays(self, step: int, samples: list[Sample], groups: list[RolloutGroup],
@@ -100,7 +100,8 @@ class Evaluator:
                 continue
             pred = decode_masks(reward.masks_rle[:1])[0]
             caption = f"{prefix} step {step}  {sample.sample_id}  IoU {reward.breakdowns[0].iou:.2f}"
-            image = overlay_of(sample.image, sample.mask, pred, group.completions[0].text, self.cfg, caption)
+            pixels, gt = resolve_arrays([sample.image, sample.mask])  # training samples hold ArrayRefs
+            image = overlay_of(pixels, gt, pred, group.completions[0].text, self.cfg, caption)
             images.append((f"{prefix}_{sample.sample_id}", image))
         if images:
             log.log_overlays(step, images)

@@ -5,7 +5,8 @@ together, moves weights from the learner to the rollout workers, and resizes or 
 
 Weight transport (`learner.sync.transport`): the Ray object store (one put per bucket, every worker gets the
 refs; the CPU default), or a collective group of learner rank 0 and the rollout workers (NCCL between GPUs;
-`auto` picks it when both sides have GPUs). The group is re-formed whenever the rollout pool changes size.
+`auto` picks it when both sides have GPUs; cluster/weight_sync.py forms it). The group is re-formed whenever
+the rollout pool changes size.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Any
 
 import ray
 
-from learner import nccl_sync
+from cluster import weight_sync
 from learner.group import LearnerGroup
 from reward_server.pool import RewardPool
 from rollout.pool import RolloutPool
@@ -28,7 +29,7 @@ class Pools:
         self.learner = LearnerGroup(cfg, model_path)
         self.rollout = RolloutPool(cfg, model_path, cfg.rollout.num_workers)
         self.reward = RewardPool(cfg, cfg.reward.num_actors)
-        self.collective = _collective_backend(cfg)  # None = object store
+        self.collective = weight_sync.collective_backend(cfg)  # None = object store
         self._group_members: list[Any] | None = None
 
     def publish_weights(self) -> int:
@@ -36,9 +37,9 @@ class Pools:
         if self.collective is not None:
             members = self.rollout.actors()
             if members != self._group_members:  # first sync, or the pool changed: (re)form the group
-                nccl_sync.connect(self.learner, members, self.collective)
+                weight_sync.connect(self.learner, members, self.collective)
                 self._group_members = members
-            return nccl_sync.broadcast(self.learner, members)
+            return weight_sync.broadcast(self.learner, members)
         version, bucket_refs = self.learner.publish_weights()
         self.rollout.update_weights(bucket_refs, version)
         return version
@@ -68,10 +69,3 @@ class Pools:
                     out[f"{prefix}/{key}"] = value
         return out
 
-
-def _collective_backend(cfg: Config) -> str | None:
-    sync = cfg.learner.sync
-    gpus_both_sides = cfg.learner.num_gpus > 0 and cfg.rollout.num_gpus > 0
-    if sync.transport == "object_store" or (sync.transport == "auto" and not gpus_both_sides):
-        return None
-    return nccl_sync.sync_backend(sync.transport, has_gpu=gpus_both_sides)

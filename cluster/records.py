@@ -3,10 +3,15 @@
 `rollout_and_score` is the one pass samples -> generate -> score that training, evaluation and `segr1 predict`
 share; the rest are pure functions of protocol records and numbers (no Ray), so the step loop stays a readable
 list of stages.
+
+Pixels travel by reference: `rollout_and_score` stores each sample's image and mask once (`by_reference`) and
+the generation, reward and training records all carry those references, so a step sends each image's bytes
+into the object store once instead of pickling it into three records (bench/driver_bytes.py measures it).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -14,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from segr1.protocol import (
+    ArrayRef,
     GenerationRequest,
     GroupReward,
     RewardRequest,
@@ -26,7 +32,10 @@ from segr1.protocol import (
 
 @dataclass(frozen=True)
 class ScoredBatch:
-    """Samples with their rollout groups and rewards (one each, in sample order), and the seconds each took."""
+    """Samples with their rollout groups and rewards (one each, in sample order), and the seconds each took.
+
+    samples hold their pixels as ArrayRefs (by_reference), the ones the requests carried: train_items and the
+    overlays reuse them without storing the pixels again."""
 
     samples: list[Sample]
     groups: list[RolloutGroup]
@@ -36,32 +45,45 @@ class ScoredBatch:
 
 
 def rollout_and_score(rollout: Any, reward: Any, samples: list[Sample], sampling: SamplingParams, *,
-                      return_masks: bool = False) -> ScoredBatch:
+                      return_masks: bool = False, masks_first: int = 0) -> ScoredBatch:
     """Generate `sampling.n` completions per sample on `rollout` and score them on `reward`.
 
     rollout: anything with RolloutWorker.generate (the Ray RolloutPool, or a worker in-process);
     reward: anything with RewardActor.score (the RewardPool, or an actor in-process).
-    return_masks: the rewards also carry each completion's mask (COCO RLE), for overlays and evaluation.
+    return_masks: the rewards also carry each completion's mask (COCO RLE), for overlays and evaluation;
+    masks_first: only the first that many groups do (training overlays), when return_masks is False.
     """
+    samples = by_reference(samples)
     t0 = time.perf_counter()
     groups = rollout.generate(generation_requests(samples), sampling)
     t1 = time.perf_counter()
-    rewards = reward.score(reward_requests(samples, groups, return_masks=return_masks))
+    rewards = reward.score(reward_requests(samples, groups, return_masks=return_masks, masks_first=masks_first))
     return ScoredBatch(samples, groups, rewards, rollout_s=t1 - t0, reward_s=time.perf_counter() - t1)
+
+
+def by_reference(samples: list[Sample]) -> list[Sample]:
+    """The samples with image and mask stored once each (ArrayRef.put: the object store under Ray, else the
+    array itself); pixels that are already references are kept."""
+    return [dataclasses.replace(s, image=_ref(s.image), mask=_ref(s.mask)) for s in samples]
+
+
+def _ref(pixels: Any) -> ArrayRef:
+    return pixels if isinstance(pixels, ArrayRef) else ArrayRef.put(pixels)
 
 
 def generation_requests(samples: list[Sample]) -> list[GenerationRequest]:
     return [GenerationRequest(request_id=s.sample_id, image=s.image, instruction=s.instruction) for s in samples]
 
 
-def reward_requests(samples: list[Sample], groups: list[RolloutGroup], return_masks: bool = False
-                    ) -> list[RewardRequest]:
-    """One reward request per group: the image and GT cross once, with all G completion texts."""
+def reward_requests(samples: list[Sample], groups: list[RolloutGroup], return_masks: bool = False,
+                    masks_first: int = 0) -> list[RewardRequest]:
+    """One reward request per group: the image and GT cross once, with all G completion texts. Masks come
+    back for every group with return_masks, else for the first `masks_first` groups."""
     by_id = {s.sample_id: s for s in samples}
     return [
         RewardRequest(group_id=g.request_id, image=by_id[g.request_id].image, gt_mask=by_id[g.request_id].mask,
-                      texts=[c.text for c in g.completions], return_masks=return_masks)
-        for g in groups
+                      texts=[c.text for c in g.completions], return_masks=return_masks or i < masks_first)
+        for i, g in enumerate(groups)
     ]
 
 

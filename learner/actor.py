@@ -42,10 +42,11 @@ from learner.models import (
 )
 from segr1.chat import image_inputs, non_output_token_ids
 from segr1.config import Config
-from segr1.protocol import SFTItem, TrainItem
+from segr1.protocol import SFTItem, TrainItem, resolve_arrays
 from segr1.rendezvous import pin_gloo_to, tcp_store
 from segr1.threads import thread_count
-from segr1.weights import WeightSyncGroup, iter_tensor_buckets
+from segr1.weight_sync import WeightSyncGroup, send_weights
+from segr1.weights import iter_tensor_buckets
 
 
 class LearnerActor:
@@ -239,8 +240,6 @@ class LearnerActor:
 
     def broadcast_weights(self) -> int:
         """Bump the version and broadcast over the sync group (rollout workers call receive_weights meanwhile)."""
-        from learner.nccl_sync import send_weights
-
         self._next_version()
         named = trainable_weights(self.engine.module)
         with gathered([p for _, p in named]):
@@ -288,7 +287,8 @@ class LearnerActor:
                                    with_entropy=with_entropy, masked_ids=self.masked_ids)
 
     def _vision(self, items: list[Any]) -> list[dict[str, torch.Tensor]]:
-        return [image_inputs(self.processor, [item.image]) for item in items]
+        images = resolve_arrays([item.image for item in items])  # ArrayRefs: one object-store fetch for all
+        return [image_inputs(self.processor, [image]) for image in images]
 
     def _micro_batches(self, records: list[Any]) -> list[MicroBatch]:
         return micro_batches(records, self.cfg.learner.micro_batch_size, self.eos_ids, self.pad_id)

@@ -27,7 +27,7 @@ from reward_server.parse import FormatError, SegPrompt, parse_completion
 from reward_server.scoring import combine, score_masks
 from reward_server.segmenters import Segmenter, build
 from segr1.config import Config, RewardConfig
-from segr1.protocol import GroupReward, RewardBreakdown, RewardRequest
+from segr1.protocol import GroupReward, RewardBreakdown, RewardRequest, resolve_arrays
 from segr1.threads import thread_count
 
 
@@ -65,6 +65,9 @@ class RewardActor:
     def score(self, requests: list[RewardRequest]) -> list[GroupReward]:
         """Score each group; the results are in request order."""
         start = time.perf_counter()
+        pixels = resolve_arrays([p for r in requests for p in (r.image, r.gt_mask)])  # one fetch for all refs
+        requests = [dataclasses.replace(r, image=pixels[2 * i], gt_mask=pixels[2 * i + 1])
+                    for i, r in enumerate(requests)]
         if self._pool is not None and len(requests) > 1:
             results = list(self._pool.map(self._score_group, requests))
         else:

@@ -25,7 +25,7 @@ Two payload forms, both handled by `segr1_load_weights`:
   tensors and numpy arrays fail the second ("cannot pickle memoryview objects"), bytes and lists pass.
 
 GPU transport (learner.sync.transport=nccl): the learner's rank 0 broadcasts buckets over a
-`segr1.weights.WeightSyncGroup` (learner/nccl_sync.py). `segr1_join_sync_group` makes each vLLM worker a member
+`segr1.weight_sync.WeightSyncGroup` (segr1/weight_sync.py). `segr1_join_sync_group` makes each vLLM worker a member
 (and hands it the learner -> checkpoint names), and `segr1_receive_and_load` receives one broadcast straight
 into the worker's device memory, renames it and loads it, so the weights never pass through the engine's front
 end. Over gloo the same code runs on CPU, as the tests do.
@@ -112,7 +112,7 @@ class WeightLoaderExtension:
                               to_checkpoint: dict[str, str], tied: dict[str, str]) -> int:
         """Join the learner's weight-sync group as rank `first_rank` + the worker's own rank; returns that rank.
         Tensor-parallel workers each receive the full tensors and vLLM shards them while loading."""
-        from segr1.weights import WeightSyncGroup
+        from segr1.weight_sync import WeightSyncGroup
 
         rank = first_rank + int(getattr(self, "rank", 0))
         setattr(self, _GROUP_ATTR, WeightSyncGroup(host, port, rank, world_size, backend=backend))
@@ -121,7 +121,7 @@ class WeightLoaderExtension:
 
     def segr1_receive_and_load(self) -> int:
         """Receive one broadcast (header, then bucket by bucket) and load it in place; returns its version."""
-        from segr1.weights import receive_weights
+        from segr1.weight_sync import receive_weights
 
         group = getattr(self, _GROUP_ATTR, None)
         if group is None:

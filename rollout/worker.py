@@ -21,9 +21,10 @@ import torch
 
 from rollout.engine import Engine, build_engine
 from segr1.config import Config
-from segr1.protocol import GenerationRequest, RolloutGroup, SamplingParams
+from segr1.protocol import GenerationRequest, RolloutGroup, SamplingParams, resolve_arrays
 from segr1.threads import thread_count
-from segr1.weights import TensorBucket, WeightBucket, WeightSyncGroup, receive_weights, unpack_buckets
+from segr1.weight_sync import WeightSyncGroup, receive_weights
+from segr1.weights import TensorBucket, WeightBucket, unpack_buckets
 
 
 class RolloutWorker:
@@ -43,6 +44,8 @@ class RolloutWorker:
     # ------------------------------------------------------------------------------------------- serving
     def generate(self, requests: list[GenerationRequest], sampling: SamplingParams) -> list[RolloutGroup]:
         start = time.perf_counter()
+        images = resolve_arrays([r.image for r in requests])  # ArrayRefs: one object-store fetch for all
+        requests = [dataclasses.replace(r, image=image) for r, image in zip(requests, images)]
         groups = self.engine.generate(requests, sampling)
         elapsed = time.perf_counter() - start
         c = self._counters

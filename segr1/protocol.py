@@ -1,17 +1,72 @@
 """Records that cross service boundaries (controller <-> rollout, reward, learner).
 
-One dataclass per boundary. They hold numpy arrays and plain Python values only, so Ray serialises them
-with zero-copy numpy buffers and no torch or Ray import is needed to read them.
-Images cross Ray once per *group* (G completions of one prompt share one image), never per completion;
-masks travel as COCO RLE (pycocotools), never as float arrays.
+One dataclass per boundary. They hold numpy arrays, `ArrayRef`s and plain Python values only, so no torch or
+Ray import is needed to read them.
+Pixels cross Ray by reference: the controller stores each sample's image and mask once (`ArrayRef.put`) and the
+generation, reward and training records carry the reference, which the service that reads the pixels resolves
+(`resolve_arrays`). The G completions of a group share its image; returned masks travel as COCO RLE
+(pycocotools), never as float arrays.
 """
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
+
+@dataclass(frozen=True)
+class ArrayRef:
+    """An array (an image or a mask) stored once and carried by reference.
+
+    value: a `ray.ObjectRef` to the array in Ray's object store when the process that stored it runs Ray, else
+    the array itself (in-process paths: `segr1 predict`, `segr1 eval`, unit tests). A record holding a Ray
+    reference pickles to a few hundred bytes however large the array; resolving it in a service gives a
+    read-only, zero-copy view of the object store's shared memory.
+    """
+
+    value: Any
+    shape: tuple[int, ...]
+    dtype: str
+
+    @classmethod
+    def put(cls, array: np.ndarray) -> ArrayRef:
+        """Store `array` once: into the object store when this process is connected to Ray, else keep it."""
+        ray = _connected_ray()
+        return cls(ray.put(array) if ray is not None else array, tuple(array.shape), str(array.dtype))
+
+    def get(self) -> np.ndarray:
+        return resolve_arrays([self])[0]
+
+
+Pixels = np.ndarray | ArrayRef  # what image and mask fields hold: the array, or a reference to it
+
+
+def _connected_ray() -> Any:
+    """The `ray` module when this process has already imported it and joined a cluster, else None; segr1 never
+    imports Ray itself, so in-process paths run without it."""
+    ray = sys.modules.get("ray")
+    return ray if ray is not None and ray.is_initialized() else None
+
+
+def resolve_arrays(values: Sequence[Any]) -> list[Any]:
+    """The arrays behind `values`: each ArrayRef resolved (every Ray reference in ONE `ray.get`), anything else
+    (an array, None) passed through unchanged."""
+    out = [v.value if isinstance(v, ArrayRef) else v for v in values]
+    remote = [i for i, v in enumerate(values) if isinstance(v, ArrayRef) and not isinstance(v.value, np.ndarray)]
+    if remote:
+        import ray  # only reached when a reference came from a Ray process, so Ray is installed and joined
+
+        for i, array in zip(remote, ray.get([out[i] for i in remote])):
+            out[i] = array
+    for value, array in zip(values, out):
+        if isinstance(value, ArrayRef) and (tuple(array.shape) != value.shape or str(array.dtype) != value.dtype):
+            raise ValueError(f"ArrayRef resolved to {array.dtype}{list(array.shape)}, it was stored as "
+                             f"{value.dtype}{list(value.shape)}")
+    return out
 
 
 @dataclass(frozen=True)
@@ -20,11 +75,12 @@ class Sample:
 
     image: uint8[F, F, 3] RGB, resized to the frame (aspect ratio not kept, as the paper does).
     mask:  bool[F, F] ground truth in the same frame (re-binarised at >127 after resizing).
+    Either may be an ArrayRef to that array (cluster.records.by_reference: what the training pass carries).
     """
 
     sample_id: str
-    image: np.ndarray
-    mask: np.ndarray
+    image: Pixels
+    mask: Pixels
     instruction: str
     task: str = "foreground"
 
@@ -45,7 +101,7 @@ class GenerationRequest:
     """One prompt: the image (in the training frame) and its instruction."""
 
     request_id: str
-    image: np.ndarray  # uint8[F, F, 3]
+    image: Pixels  # uint8[F, F, 3], or an ArrayRef to it (the worker resolves it)
     instruction: str
 
 
@@ -79,8 +135,8 @@ class RewardRequest:
     """Score G completions of one image against its ground truth."""
 
     group_id: str
-    image: np.ndarray  # uint8[F, F, 3] RGB, training frame
-    gt_mask: np.ndarray  # bool[F, F]
+    image: Pixels  # uint8[F, F, 3] RGB, training frame, or an ArrayRef to it (the actor resolves it)
+    gt_mask: Pixels  # bool[F, F], or an ArrayRef to it
     texts: list[str]
     return_masks: bool = False
 
@@ -113,7 +169,7 @@ class TrainItem:
     """One prompt group as the learner consumes it: shared image, G completions, their advantages."""
 
     sample_id: str
-    image: np.ndarray  # uint8[F, F, 3]
+    image: Pixels  # uint8[F, F, 3], or an ArrayRef to it (the learner resolves it)
     prompt_ids: list[int]
     completion_ids: list[list[int]]  # G sequences
     advantages: list[float]  # [G]

@@ -4,7 +4,7 @@ A broadcast groups a model's named tensors into a few buckets of about `bucket_b
 of big objects instead of hundreds of small ones. Two bucket forms share one reader (`unpack_buckets`):
 
 - `WeightBucket`: one flat byte buffer with the tensors at offsets. `pack_buckets` copies tensors into such a
-  buffer at ALIGN-byte offsets (the collective transport in learner/nccl_sync.py broadcasts these, on the
+  buffer at ALIGN-byte offsets (the collective transport in segr1/weight_sync.py broadcasts these, on the
   device, and vLLM's out-of-process path ships them). For the object store, `iter_tensor_buckets` instead
   makes the buffer a view of the storage the tensors already share (DeepSpeed ZeRO-1/2's flat parameter
   buffer), at the offsets they have there: nothing is packed.
@@ -22,9 +22,7 @@ a node holds one copy of each version however many workers it runs.
 Every offset is a multiple of its tensor's element size (one dtype per shared-storage bucket), so every view
 is aligned for its dtype (bf16 stays bf16).
 
-The collective transport lives here too, because both sides need it: `WeightSyncGroup` (learner rank 0 plus the
-rollout workers, NCCL on GPUs, gloo on CPU) and the receiver's `receive_weights`; the sender is
-learner.nccl_sync.send_weights.
+The collective transport (NCCL between GPUs, gloo on CPU), both its ends, is segr1/weight_sync.py.
 """
 
 from __future__ import annotations
@@ -300,81 +298,3 @@ def unpack_buckets(
         if bucket.version != version:
             raise ValueError(f"weight bucket {i} has version {bucket.version}, expected {version}")
         yield from unpack_bucket(bucket)
-
-
-# ------------------------------------------------------------------------------------------------ collective transport
-class WeightSyncGroup:
-    """A process group of the learner's rank 0 (group rank 0, the sender) and the rollout workers (ranks 1..N).
-
-    It is built directly from a TCPStore rendezvous, so it lives beside, not inside, each process's default
-    torch.distributed world (the learner ranks already have one for DeepSpeed). backend "nccl" moves the
-    buckets GPU to GPU; "gloo" runs the same protocol on CPU (used by the tests).
-    """
-
-    def __init__(self, host: str, port: int, rank: int, world_size: int, backend: str = "nccl",
-                 timeout_s: float = 600.0) -> None:
-        import datetime
-
-        import torch.distributed as dist
-
-        from segr1.rendezvous import pin_gloo_to, tcp_store
-
-        timeout = datetime.timedelta(seconds=timeout_s)
-        self.rank, self.world_size, self.backend = rank, world_size, backend
-        if backend == "gloo":
-            pin_gloo_to(host)
-        self._store = tcp_store(host, port, rank, world_size, timeout_s)
-        store = dist.PrefixStore("segr1/weight-sync", self._store)
-        if backend == "nccl":
-            self.device = torch.device("cuda", torch.cuda.current_device())
-            self._group = dist.ProcessGroupNCCL(store, rank, world_size, timeout)
-        elif backend == "gloo":
-            self.device = torch.device("cpu")
-            self._group = dist.ProcessGroupGloo(store, rank, world_size, timeout)
-        else:
-            raise ValueError(f"weight sync backend must be 'nccl' or 'gloo', got {backend!r}")
-
-    def broadcast(self, tensor: torch.Tensor) -> None:
-        """In place: rank 0's `tensor` lands in every other rank's `tensor` (same shape and dtype)."""
-        import torch.distributed as dist
-
-        options = dist.BroadcastOptions()
-        options.rootRank = 0
-        self._group.broadcast([tensor], options).wait()
-
-    def broadcast_header(self, version: int, layouts: list[BucketLayout]) -> tuple[int, list[BucketLayout]]:
-        """Rank 0 sends the version and bucket layouts (as JSON) so receivers need no side channel; the
-        arguments of the other ranks are ignored (pass -1, [])."""
-        import json
-
-        size = torch.zeros(1, dtype=torch.int64, device=self.device)
-        payload = b""
-        if self.rank == 0:
-            payload = json.dumps({"version": version, "buckets": [vars(b) for b in layouts]}).encode()
-            size[0] = len(payload)
-        self.broadcast(size)
-        data = torch.empty(int(size.item()), dtype=torch.uint8, device=self.device)
-        if self.rank == 0:
-            data.copy_(torch.frombuffer(bytearray(payload), dtype=torch.uint8))
-        self.broadcast(data)
-        header = json.loads(bytes(data.cpu().numpy()).decode())
-        buckets = [BucketLayout(d["version"], d["names"], [tuple(s) for s in d["shapes"]], d["dtypes"],
-                                d["offsets"], d["nbytes"]) for d in header["buckets"]]
-        return int(header["version"]), buckets
-
-
-def receive_weights(group: WeightSyncGroup) -> tuple[int, Iterator[tuple[str, torch.Tensor]]]:
-    """Receiver side of learner.nccl_sync.send_weights: (version, tensors on the group's device).
-
-    The iterator receives bucket by bucket as it is consumed; consume it to the end (the sender waits on every
-    receiver), and copy each tensor before the next bucket arrives if it must outlive the iteration.
-    """
-    version, layouts = group.broadcast_header(-1, [])
-
-    def tensors() -> Iterator[tuple[str, torch.Tensor]]:
-        for layout in layouts:
-            buffer = torch.empty(layout.nbytes, dtype=torch.uint8, device=group.device)
-            group.broadcast(buffer)
-            yield from tensor_views(buffer, layout)
-
-    return version, tensors()

@@ -14,7 +14,7 @@ from reward_server.pool import RewardPool
 from reward_server.rle import decode_masks
 from segr1.config import load_config
 from segr1.data.synth import synth_sample
-from segr1.protocol import RewardRequest
+from segr1.protocol import ArrayRef, RewardRequest
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
@@ -69,6 +69,23 @@ def test_results_in_order_and_equal_to_a_local_actor():
     )  # the malformed ones are not segmented
     assert stats["groups_per_s"] > 0 and stats["masks_per_s"] == pytest.approx(3 * stats["groups_per_s"])
     assert stats["actors"] == 2 and stats["queue_depth"] == 0 and stats["retries_total"] == 0
+
+
+def test_requests_by_reference_score_like_requests_by_value():
+    """Image and mask as ArrayRefs (object-store references, resolved in the actor): the same rewards and masks
+    as the same pixels sent by value, and the records the driver sends shrink to a few hundred bytes."""
+    import dataclasses
+    import pickle
+
+    cfg = load_config(overrides=BASE)
+    by_value = _requests(3, size=96)
+    by_ref = [dataclasses.replace(r, image=ArrayRef.put(r.image), gt_mask=ArrayRef.put(r.gt_mask)) for r in by_value]
+    assert all(isinstance(r.image.value, ray.ObjectRef) for r in by_ref)  # Ray is up: stored, not kept
+    assert max(len(pickle.dumps(r)) for r in by_ref) < 2_000 < 96 * 96 * 3
+    with RewardPool(cfg, num_actors=1) as pool:
+        expected, got = pool.score(by_value), pool.score(by_ref)
+    assert [r.breakdowns for r in got] == [r.breakdowns for r in expected]
+    assert [r.masks_rle for r in got] == [r.masks_rle for r in expected]
 
 
 def test_killing_an_actor_mid_batch_loses_and_duplicates_nothing():

@@ -3,7 +3,7 @@
 
 - object store: one put per bucket, both workers end up with bit-identical weights, and afterwards the engine's
   sampling log-probs equal the learner's teacher-forced log-probs (before the sync they do not: it trained);
-- collective transport: the same through learner.nccl_sync.connect/broadcast over a gloo group (the code path
+- collective transport: the same through cluster.weight_sync.connect/broadcast over a gloo group (the code path
   NCCL takes on GPUs) is bit-identical too.
 """
 
@@ -106,13 +106,13 @@ def test_object_store_broadcast_is_bit_identical_and_logprobs_match(setup):
 def test_collective_broadcast_over_gloo_is_bit_identical(setup):
     import ray
 
-    from learner import nccl_sync
+    from cluster import weight_sync
 
     learner, workers, processor = setup
     items = make_items(processor, 2, seed=9)
     learner.train_step(with_logprobs(items, learner.logprobs(items)))  # new weights the workers have not seen
-    nccl_sync.connect(learner, workers, backend="gloo")
-    version = nccl_sync.broadcast(learner, workers)
+    weight_sync.connect(learner, workers, backend="gloo")
+    version = weight_sync.broadcast(learner, workers)
     assert version == learner.weights_version() == 2
     assert ray.get([w.weights_version.remote() for w in workers]) == [version, version]
     sent = learner.full_state_dict()

@@ -84,7 +84,8 @@ class FakeReward:
         out = []
         for r in requests:
             values = [self.reward_of(r.group_id, j) for j in range(len(r.texts))]
-            out.append(GroupReward(r.group_id, [RewardBreakdown(v, 1.0, v, v) for v in values]))
+            masks = [{"size": [FRAME, FRAME], "counts": ""}] * len(r.texts) if r.return_masks else None
+            out.append(GroupReward(r.group_id, [RewardBreakdown(v, 1.0, v, v) for v in values], masks_rle=masks))
         return out
 
 
@@ -163,14 +164,16 @@ class FakeEvaluator:
 
     def __init__(self, events: list[tuple]) -> None:
         self.events = events
+        self.overlay_rewards: list[list[GroupReward]] = []  # what each save_overlays call was given
 
     def run(self, pools: Any, step: int, log: Any, tag: str) -> dict[str, float]:
         self.events.append(("eval", tag, step))
         return {"eval/iou": step / 100}
 
-    def save_overlays(self, step: int, samples: list[Sample], groups: list[RolloutGroup], pools: Any,
-                      log: Any) -> None:
+    def save_overlays(self, step: int, samples: list[Sample], groups: list[RolloutGroup],
+                      rewards: list[GroupReward], log: Any) -> None:
         self.events.append(("overlays", step, [s.sample_id for s in samples]))
+        self.overlay_rewards.append(rewards)
 
 
 class FakeLog:

@@ -157,6 +157,11 @@ def test_fault_drill_and_overlays_land_on_their_steps(tmp_path):
     controller, pools, data, _ = build(tmp_path, "faults.kill_reward_actor_at_step=1", "logging.overlay_every=2")
     controller.run()
 
+    # overlays reuse the masks of the step's own scoring: only step 2's first groups asked for them
+    assert [r.return_masks for r in pools.reward.requests] == [False] * B + [True] * B
+    (given,) = controller.evaluator.overlay_rewards
+    assert [r.group_id for r in given] == batches(data)[1] and all(r.masks_rle for r in given)
+
     kinds = [e[0] for e in pools.events]
     assert kinds.index("kill") == kinds.index("publish", kinds.index("train")) + 1  # after step 1, before step 2
     assert pools.events[kinds.index("kill")] == ("kill", "reward")

@@ -7,7 +7,16 @@ import numpy as np
 import pytest
 
 from cluster import records
-from segr1.protocol import Completion, GroupReward, RewardBreakdown, RolloutGroup, Sample, SamplingParams
+from segr1.protocol import (
+    ArrayRef,
+    Completion,
+    GroupReward,
+    RewardBreakdown,
+    RolloutGroup,
+    Sample,
+    SamplingParams,
+    resolve_arrays,
+)
 from tests.unit.fake_pools import FakeReward, FakeRollout
 
 
@@ -76,7 +85,33 @@ def test_rollout_and_score_generates_then_scores_the_same_samples_in_order():
     a, b = sample("a", 1), sample("b", 2)
     scored = records.rollout_and_score(rollout, reward, [a, b], SamplingParams(n=3), return_masks=True)
     assert events == [("generate", ["a", "b"], 0), ("score", ["a", "b"])]
-    assert scored.samples == [a, b] and [g.request_id for g in scored.groups] == ["a", "b"]
+    assert [s.sample_id for s in scored.samples] == ["a", "b"] and [g.request_id for g in scored.groups] == ["a", "b"]
     assert [[x.reward for x in r.breakdowns] for r in scored.rewards] == [[0.0, 0.5, 1.0]] * 2
     assert reward.requests[0].return_masks and reward.requests[0].texts == ["a/0", "a/1", "a/2"]
     assert scored.rollout_s >= 0.0 and scored.reward_s >= 0.0
+
+
+def test_rollout_and_score_stores_pixels_once_and_every_record_carries_that_reference():
+    """Outside Ray an ArrayRef holds the array itself; the generation, reward and training records share the
+    one reference per sample (so under Ray each image enters the object store once per step)."""
+    events: list[tuple] = []
+    rollout, reward = FakeRollout(events, size=1), FakeReward(events, size=1, reward_of=lambda sid, j: j)
+    a, b = sample("a", 1), sample("b", 2)
+    scored = records.rollout_and_score(rollout, reward, [a, b], SamplingParams(n=2), masks_first=1)
+    refs = scored.samples[1]
+    assert isinstance(refs.image, ArrayRef) and refs.image.value is b.image and refs.mask.value is b.mask
+    assert (refs.image.shape, refs.image.dtype, refs.mask.dtype) == ((4, 4, 3), "uint8", "bool")
+    assert reward.requests[1].image is refs.image and reward.requests[1].gt_mask is refs.mask
+    items = records.train_items(scored.samples, scored.groups, np.zeros(4))
+    assert items[1].image is refs.image
+    assert [r.return_masks for r in reward.requests] == [True, False]  # masks_first=1: the first group only
+    assert records.by_reference(scored.samples)[1].image is refs.image  # references are never stored twice
+
+
+def test_resolve_arrays_returns_the_arrays_behind_references_and_passes_the_rest():
+    image = np.arange(12, dtype=np.uint8).reshape(2, 2, 3)
+    ref = ArrayRef.put(image)
+    assert resolve_arrays([ref, image, None])[0] is image and resolve_arrays([ref, image, None])[1:] == [image, None]
+    assert ref.get() is image
+    with pytest.raises(ValueError, match=r"stored as uint8\[2, 2\]"):
+        ArrayRef(image, (2, 2), "uint8").get()

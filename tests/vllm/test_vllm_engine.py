@@ -178,9 +178,8 @@ def test_update_weights_rejects_bad_tensors_and_old_versions(engine, hf_models) 
 
 def test_weights_received_over_the_sync_group(engine, hf_models) -> None:
     """The GPU transport's protocol over gloo: the learner broadcasts, the vLLM worker receives in place."""
-    from learner.nccl_sync import send_weights
     from segr1.rendezvous import free_port
-    from segr1.weights import WeightSyncGroup
+    from segr1.weight_sync import WeightSyncGroup, send_weights
 
     port, version, errors = free_port("127.0.0.1"), engine.weights_version + 1, []
 
