@@ -108,7 +108,8 @@ def connect(cfg: Config) -> None:
     if cfg.cluster.loopback_only:
         _bind_to_loopback()
     ray.init(
-        num_cpus=local_cpus(cfg), namespace=NAMESPACE, include_dashboard=cfg.cluster.dashboard,
+        num_cpus=local_cpus(cfg), resources=local_resources(cfg), namespace=NAMESPACE,
+        include_dashboard=cfg.cluster.dashboard,
         dashboard_host=cfg.cluster.dashboard_host, dashboard_port=cfg.cluster.dashboard_port,
         _metrics_export_port=cfg.cluster.metrics_export_port or free_port("127.0.0.1"),
         _system_config={"metrics_report_interval_ms": int(cfg.cluster.metrics_report_s * 1000)},
@@ -138,6 +139,18 @@ def local_cpus(cfg: Config) -> int:
     asked = (cfg.rollout.num_workers * cfg.rollout.num_cpus + cfg.reward.num_actors * cfg.reward.num_cpus
              + cfg.learner.num_ranks * cfg.learner.num_cpus)
     return max(cfg.cluster.num_cpus or os.cpu_count() or 1, math.ceil(2 * asked))
+
+
+def local_resources(cfg: Config) -> dict[str, float]:
+    """The custom resources the pools place themselves with (`rollout.resources`, ...), on the one local node,
+    twice what they ask for (room to scale), so a config written for a multi-node cluster runs locally too."""
+    total: dict[str, float] = {}
+    for count, resources in ((cfg.rollout.num_workers, cfg.rollout.resources),
+                             (cfg.reward.num_actors, cfg.reward.resources),
+                             (cfg.learner.num_ranks, cfg.learner.resources)):
+        for name, amount in resources.items():
+            total[name] = total.get(name, 0.0) + 2 * count * amount
+    return total
 
 
 # -------------------------------------------------------------------------------------------- inputs

@@ -55,7 +55,7 @@ class LearnerGroup:
 
         learner = cfg.learner
         self.num_ranks = learner.num_ranks
-        bundle: dict[str, float] = {"CPU": learner.num_cpus}
+        bundle: dict[str, float] = {"CPU": learner.num_cpus, **learner.resources}  # custom ones: placement
         if learner.num_gpus > 0:
             bundle["GPU"] = learner.num_gpus
         self._placement = placement_group([dict(bundle) for _ in range(self.num_ranks)], strategy="PACK")
@@ -65,6 +65,7 @@ class LearnerGroup:
         remote_actor = ray.remote(LearnerActor)
         self.actors = [
             remote_actor.options(num_cpus=learner.num_cpus, num_gpus=learner.num_gpus,
+                                 resources=dict(learner.resources),
                                  scheduling_strategy=_in_bundle(self._placement, rank))
             .remote(cfg, model_path, rank, self.num_ranks, host, port)
             for rank in range(self.num_ranks)

@@ -64,7 +64,8 @@ class RewardPool:
         reward = cfg.reward
         self._cfg = cfg
         self._remote_cls = ray.remote(RewardActor).options(
-            num_cpus=reward.num_cpus, num_gpus=reward.num_gpus, max_restarts=-1, max_task_retries=0
+            num_cpus=reward.num_cpus, num_gpus=reward.num_gpus, resources=dict(reward.resources),
+            max_restarts=-1, max_task_retries=0,  # Ray restarts a dead actor, on another node if its node is gone
         )
         self._lock = threading.Condition()
         self._slots: dict[str, _Slot] = {}

@@ -36,7 +36,8 @@ class RolloutPool:
         self.cfg = cfg
         self.model_path = model_path
         self._actor_class = ray.remote(worker_cls).options(
-            num_cpus=cfg.rollout.num_cpus, num_gpus=cfg.rollout.num_gpus, max_restarts=0,
+            num_cpus=cfg.rollout.num_cpus, num_gpus=cfg.rollout.num_gpus, resources=dict(cfg.rollout.resources),
+            max_restarts=0,  # a dead worker is replaced by a fresh one (on any node with the resources)
         )
         self._workers: list[tuple[str, Any]] = []  # (worker_id, actor handle)
         self._next_id = 0
@@ -103,8 +104,18 @@ class RolloutPool:
             ids = [worker_id for worker_id, _ in self._workers]
             if dead_id not in ids:  # removed by a resize meanwhile: any live worker will do
                 return self._workers[0]
-            fresh = self._spawn()
-            self._bring_up([fresh])
+            attempts = self.cfg.rollout.max_retries + 1
+            for attempt in range(attempts):
+                fresh = self._spawn()
+                try:
+                    self._bring_up([fresh])
+                    break
+                except RayActorError:
+                    # Its node died too: a node lost without warning counts as alive until its heartbeats are
+                    # missed, so Ray may place the replacement there; the next one goes to a live node.
+                    ray.kill(fresh[1])
+                    if attempt == attempts - 1:
+                        raise
             index = ids.index(dead_id)
             ray.kill(self._workers[index][1])
             self._workers[index] = fresh

@@ -80,6 +80,9 @@ class RolloutConfig:
     num_workers: int = 1
     num_cpus: float = 1.0
     num_gpus: float = 0.0
+    # custom Ray resources each worker asks for, e.g. {rollout_node: 1}: places the pool on the nodes started
+    # with them (`ray start --resources='{"rollout_node": 8}'`); {} = any node with the CPUs/GPUs
+    resources: dict[str, float] = field(default_factory=dict)
     # torch threads of each worker (segr1.threads): None = the CPUs it reserved (num_cpus), 0 = every core of
     # its node (a sync run's stages take turns, so the stage that runs may use them all), N = N
     torch_threads: int | None = None
@@ -128,6 +131,7 @@ class RewardConfig:
     num_actors: int = 1
     num_cpus: float = 1.0
     num_gpus: float = 0.0
+    resources: dict[str, float] = field(default_factory=dict)  # custom Ray resources per actor, as rollout's
     # threads of each actor (segr1.threads): GrabCut scores this many groups at once (cv2 releases the GIL),
     # SAM2 gives them to torch. None = the CPUs it reserved (num_cpus), 0 = every core of its node, N = N
     threads: int | None = None
@@ -165,6 +169,7 @@ class LearnerConfig:
     num_ranks: int = 1
     num_cpus: float = 1.0
     num_gpus: float = 0.0
+    resources: dict[str, float] = field(default_factory=dict)  # custom Ray resources per rank, as rollout's
     # torch threads of each rank (segr1.threads): None = the CPUs it reserved (num_cpus), 0 = every core of its
     # node, N = N
     torch_threads: int | None = None
@@ -365,6 +370,11 @@ def validate(cfg: Config) -> Config:
         raise ConfigError(f"algorithm.max_staleness: async mode needs >= 1, got {a.max_staleness}")
     if cfg.reward.grammar == "points" and cfg.reward.require_think:
         raise ConfigError("reward.require_think: the points grammar has no think block; set it to false")
+    for group in ("rollout", "reward", "learner"):
+        for name, amount in _get(cfg, f"{group}.resources").items():
+            if name in ("CPU", "GPU", "memory") or amount <= 0:
+                raise ConfigError(f"{group}.resources.{name}: custom resources only, each > 0 (CPUs and GPUs "
+                                  f"are {group}.num_cpus / num_gpus), got {amount!r}")
     if cfg.checkpoint.keep < 1:
         raise ConfigError(f"checkpoint.keep: must be >= 1, got {cfg.checkpoint.keep}")
     if cfg.cluster.loopback_only and cfg.cluster.dashboard_host not in ("127.0.0.1", "localhost", "::1"):
