@@ -46,7 +46,9 @@ class Storage:
     @classmethod
     def at(cls, location: str) -> Storage:
         fs, root = _filesystem(location)
-        return cls(fs, root.rstrip("/") or "/", location.rstrip("/"))
+        root = root.rstrip("/") or "/"
+        # a plain path travels absolute: the processes it is handed to may not share this one's working dir
+        return cls(fs, root, location.rstrip("/") if "://" in location else root)
 
     def child(self, name: str) -> Storage:
         return Storage(self.fs, f"{self.root}/{name}", f"{self.location}/{name}")
