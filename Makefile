@@ -34,6 +34,9 @@ bench: install install-vllm
 	$(PY) bench/pipeline.py
 	$(PY) bench/scheduling.py
 	$(PY) bench/rollout.py
+	# installs TRL into .cache/trl-bench/ (its own target, never .venv) on first use
+	$(PY) bench/trl_side_by_side.py
+	$(PY) bench/memory.py
 
 lint: install
 	$(VENV)/bin/ruff check segr1 rollout reward_server learner cluster tests bench
