@@ -34,6 +34,7 @@ bench: install install-vllm
 	$(PY) bench/pipeline.py
 	$(PY) bench/scheduling.py
 	$(PY) bench/rollout.py
+	$(PY) bench/driver_bytes.py
 	# installs TRL into .cache/trl-bench/ (its own target, never .venv) on first use
 	$(PY) bench/trl_side_by_side.py
 	$(PY) bench/memory.py
