@@ -112,14 +112,15 @@ class Controller:
         batch = self._next_batch()
         if algo.mode == "async":
             self._run_ahead()  # the next batches generate while the learner trains on this one
-
-        rewards = records.group_rewards(batch.rewards)  # [B*G]
-        advantages = group_advantages(torch.from_numpy(rewards), algo.group_size, scale=algo.adv_scale,
-                                      eps=algo.adv_eps).numpy()  # [B*G]
-        items = records.train_items(batch.samples, batch.groups, advantages)
-        if algo.dynamic_sampling:
-            keep = records.is_informative(rewards, algo.group_size)
-            items = [item for item, k in zip(items, keep) if k]
+        items = self._train_items(batch)
+        draws = [batch]
+        while len(items) < algo.prompts_per_step and len(draws) < algo.max_draws:  # DAPO refill (sync mode)
+            draws.append(self._collect(self.step, self._draw(), draw=len(draws)))
+            items += self._train_items(draws[-1])
+        if len(draws) > 1:
+            batch = records.concat_batches(draws)
+            items = items[:algo.prompts_per_step]
+        rewards = records.group_rewards(batch.rewards)  # [groups drawn * G]
 
         trained_version = self.version  # the weights this update starts from
         t_learn = time.perf_counter()
@@ -145,6 +146,9 @@ class Controller:
             "weights/version": self.version,
             "pipeline/staleness": max(trained_version - g.weights_version for g in batch.groups),
             "data/groups_trained": len(items),
+            "data/groups_drawn": len(batch.groups),
+            "data/groups_filtered": len(batch.groups) - len(items),  # equal rewards, or a refill surplus
+            "data/draws": len(draws),
             "data/epoch": self.sampler.state_dict()["epoch"],
             "data/sample_ids": [s.sample_id for s in batch.samples],
             "rollout/worker_versions": {g.worker_id: g.weights_version for g in batch.groups},
@@ -175,10 +179,24 @@ class Controller:
             step = self.step + 1 + len(self._ahead)
             self._ahead.append((cursor, self._executor.submit(self._collect, step, self._draw())))
 
-    def _collect(self, step: int, samples: list[Sample]) -> ScoredBatch:
-        """Generate G completions for B prompts and score them (runs in a thread in async mode)."""
-        sampling = self.cfg.rollout.sampling_params(self.cfg.algorithm.group_size,
-                                                    seed=self.cfg.run.seed * 1_000_003 + step)
+    def _train_items(self, batch: ScoredBatch) -> list[Any]:
+        """The batch's groups as learner items with group advantages; with dynamic sampling only the groups
+        whose rewards differ (an all-equal group has zero advantage everywhere: no gradient)."""
+        algo = self.cfg.algorithm
+        rewards = records.group_rewards(batch.rewards)  # [B*G]
+        advantages = group_advantages(torch.from_numpy(rewards), algo.group_size, scale=algo.adv_scale,
+                                      eps=algo.adv_eps).numpy()  # [B*G]
+        items = records.train_items(batch.samples, batch.groups, advantages)
+        if algo.dynamic_sampling:
+            keep = records.is_informative(rewards, algo.group_size)
+            items = [item for item, k in zip(items, keep) if k]
+        return items
+
+    def _collect(self, step: int, samples: list[Sample], draw: int = 0) -> ScoredBatch:
+        """Generate G completions for B prompts and score them (runs in a thread in async mode). `draw` > 0:
+        a refill draw of the same step, sampled from its own random stream."""
+        sampling = self.cfg.rollout.sampling_params(
+            self.cfg.algorithm.group_size, seed=self.cfg.run.seed * 1_000_003 + step + draw * 10_000_019)
         # the step that draws overlays gets its first groups' masks with their rewards (no second scoring)
         return records.rollout_and_score(self.pools.rollout, self.pools.reward, samples, sampling,
                                          masks_first=OVERLAYS if self._overlay_step(step) else 0)

@@ -218,6 +218,9 @@ class AlgorithmConfig:
     mode: str = "sync"  # sync | async
     max_staleness: int = 1  # async: batches generated ahead of the learner (each lags it by <= this many versions)
     dynamic_sampling: bool = False  # drop groups whose rewards are all equal
+    # DAPO refill (sync mode, with dynamic_sampling): draw up to this many batches of prompts per step until
+    # prompts_per_step informative groups are kept (the surplus of the last draw is dropped unused). 1 = no refill
+    max_draws: int = 1
     eval_every: int = 0  # held-out eval every N steps (0 = only at start and end)
     # training images the blind baseline (best image-independent prompt) is chosen on; 0 = no eval/iou_blind,
     # eval/iou_oracle, eval/localisation_gain. Cost: 58 segmentations per image, once per run (cached)
@@ -375,6 +378,11 @@ def validate(cfg: Config) -> Config:
             if name in ("CPU", "GPU", "memory") or amount <= 0:
                 raise ConfigError(f"{group}.resources.{name}: custom resources only, each > 0 (CPUs and GPUs "
                                   f"are {group}.num_cpus / num_gpus), got {amount!r}")
+    if a.max_draws < 1:
+        raise ConfigError(f"algorithm.max_draws: must be >= 1, got {a.max_draws}")
+    if a.max_draws > 1 and not (a.dynamic_sampling and a.mode == "sync"):
+        raise ConfigError("algorithm.max_draws: refilling the batch needs algorithm.dynamic_sampling=true "
+                          "and algorithm.mode=sync")
     if cfg.checkpoint.keep < 1:
         raise ConfigError(f"checkpoint.keep: must be >= 1, got {cfg.checkpoint.keep}")
     if cfg.cluster.loopback_only and cfg.cluster.dashboard_host not in ("127.0.0.1", "localhost", "::1"):

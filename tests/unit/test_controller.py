@@ -166,3 +166,51 @@ def test_fault_drill_and_overlays_land_on_their_steps(tmp_path):
     assert kinds.index("kill") == kinds.index("publish", kinds.index("train")) + 1  # after step 1, before step 2
     assert pools.events[kinds.index("kill")] == ("kill", "reward")
     assert ("overlays", 2, batches(data)[1]) in pools.events
+
+
+def _odd(sample_id: str) -> bool:
+    return int(sample_id[1:]) % 2 == 1
+
+
+def test_dapo_refill_draws_until_the_batch_is_full_and_keeps_the_cursor_exact(tmp_path):
+    """Only odd samples have rewards that differ: each step draws batches of B until B of them are kept."""
+    pools = FakePools(reward_of=lambda sample_id, j: float(j) if _odd(sample_id) else 0.3)
+    controller, pools, data, log = build(tmp_path, "algorithm.dynamic_sampling=true", "algorithm.max_draws=8",
+                                         "run.steps=3", n=40, pools=pools)
+    controller.run()
+
+    draws, expected_trained, expected_draws = batches(data), [], []
+    for _ in range(3):  # replay the rule on the draws in the order they were made
+        kept, used = [], 0
+        while len(kept) < B:
+            kept += [s for s in draws.pop(0) if _odd(s)]
+            used += 1
+        expected_trained.append(kept[:B])
+        expected_draws.append(used)
+    assert not draws  # nothing drawn beyond what the steps used
+    assert [[item.sample_id for item in items] for items in pools.learner.trained] == expected_trained
+    assert [row["data/draws"] for row in log.rows] == expected_draws
+    for row in log.rows:
+        assert row["data/groups_drawn"] == B * row["data/draws"]
+        assert row["data/groups_trained"] == B
+        assert row["data/groups_filtered"] == row["data/groups_drawn"] - B
+    ids = [i for row in log.rows for i in row["data/sample_ids"]]
+    assert ids == data.loaded and len(set(ids)) == len(ids)  # every draw logged once, in order: an exact cursor
+
+
+def test_dapo_refill_stops_at_max_draws(tmp_path):
+    pools = FakePools(reward_of=lambda sample_id, j: 0.3)  # nothing is informative
+    controller, pools, data, log = build(tmp_path, "algorithm.dynamic_sampling=true", "algorithm.max_draws=3",
+                                         "run.steps=1", n=40, pools=pools)
+    controller.run()
+
+    assert len(data.loaded) == 3 * B and pools.learner.trained == []
+    assert log.rows[0]["data/draws"] == 3 and log.rows[0]["data/groups_filtered"] == 3 * B
+
+
+def test_refill_needs_dynamic_sampling_in_sync_mode(tmp_path):
+    from segr1.config import ConfigError
+
+    for extra in ([], ["algorithm.dynamic_sampling=true", "algorithm.mode=async"]):
+        with pytest.raises(ConfigError, match="algorithm.max_draws"):
+            build(tmp_path, "algorithm.max_draws=2", *extra)
