@@ -120,7 +120,6 @@ class Controller:
         if len(draws) > 1:
             batch = records.concat_batches(draws)
             items = items[:algo.prompts_per_step]
-        rewards = records.group_rewards(batch.rewards)  # [groups drawn * G]
 
         trained_version = self.version  # the weights this update starts from
         t_learn = time.perf_counter()
@@ -133,7 +132,7 @@ class Controller:
             learn_s = sync_s = 0.0
 
         step_s = time.perf_counter() - t0
-        completions = len(rewards)
+        completions = sum(len(g.completions) for g in batch.groups)  # every draw's, trained or filtered
         metrics: dict[str, Any] = {
             **records.reward_metrics(batch.rewards),
             **stats,

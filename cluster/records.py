@@ -61,13 +61,13 @@ def rollout_and_score(rollout: Any, reward: Any, samples: list[Sample], sampling
     return ScoredBatch(samples, groups, rewards, rollout_s=t1 - t0, reward_s=time.perf_counter() - t1)
 
 
-
 def concat_batches(batches: list[ScoredBatch]) -> ScoredBatch:
     """Several draws of one step as one batch (DAPO refill): groups in draw order, seconds summed."""
     return ScoredBatch(
         samples=[s for b in batches for s in b.samples], groups=[g for b in batches for g in b.groups],
         rewards=[r for b in batches for r in b.rewards], rollout_s=sum(b.rollout_s for b in batches),
         reward_s=sum(b.reward_s for b in batches))
+
 
 def by_reference(samples: list[Sample]) -> list[Sample]:
     """The samples with image and mask stored once each (ArrayRef.put: the object store under Ray, else the
