@@ -28,7 +28,7 @@ from cluster.evaluate import Evaluator
 from cluster.records import ScoredBatch
 from cluster.requests import RunRequests
 from cluster.warm_start import warm_start_items
-from learner.grpo import group_advantages
+from learner.grpo import group_advantages, overlong_penalty
 from segr1.config import Config
 from segr1.data.dataset import EpochSampler, SegDataset
 from segr1.protocol import Sample
@@ -148,6 +148,7 @@ class Controller:
             "data/groups_drawn": len(batch.groups),
             "data/groups_filtered": len(batch.groups) - len(items),  # equal rewards, or a refill surplus
             "data/draws": len(draws),
+            "reward/overlong_penalty": float(self._overlong(batch).mean()),  # 0 unless algorithm.overlong_buffer
             "data/epoch": self.sampler.state_dict()["epoch"],
             "data/sample_ids": [s.sample_id for s in batch.samples],
             "rollout/worker_versions": {g.worker_id: g.weights_version for g in batch.groups},
@@ -182,7 +183,7 @@ class Controller:
         """The batch's groups as learner items with group advantages; with dynamic sampling only the groups
         whose rewards differ (an all-equal group has zero advantage everywhere: no gradient)."""
         algo = self.cfg.algorithm
-        rewards = records.group_rewards(batch.rewards)  # [B*G]
+        rewards = records.group_rewards(batch.rewards) + self._overlong(batch)  # [B*G]
         advantages = group_advantages(torch.from_numpy(rewards), algo.group_size, scale=algo.adv_scale,
                                       eps=algo.adv_eps).numpy()  # [B*G]
         items = records.train_items(batch.samples, batch.groups, advantages)
@@ -190,6 +191,13 @@ class Controller:
             keep = records.is_informative(rewards, algo.group_size)
             items = [item for item, k in zip(items, keep) if k]
         return items
+
+    def _overlong(self, batch: ScoredBatch) -> np.ndarray:
+        """DAPO's soft overlong penalty of each completion (float64[B*G], <= 0; zeros when it is off)."""
+        lengths = torch.tensor([len(c.token_ids) for g in batch.groups for c in g.completions])  # [B*G]
+        algo = self.cfg.algorithm
+        return overlong_penalty(lengths, self.cfg.rollout.max_new_tokens, algo.overlong_buffer,
+                                algo.overlong_factor).numpy()
 
     def _collect(self, step: int, samples: list[Sample], draw: int = 0) -> ScoredBatch:
         """Generate G completions for B prompts and score them (runs in a thread in async mode). `draw` > 0:

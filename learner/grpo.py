@@ -53,6 +53,33 @@ def group_advantages(
     return torch.where(constant, 0.0, centred).reshape(-1)
 
 
+def overlong_penalty(
+    lengths: torch.Tensor,  # [N] completion lengths in tokens
+    max_new_tokens: int,
+    buffer: int,
+    factor: float = 1.0,
+) -> torch.Tensor:
+    """DAPO's soft overlong punishment [N] (<= 0), added to the rewards before the group advantages.
+
+    With L_max = max_new_tokens and the last `buffer` tokens before it as the soft zone:
+        0                                            L <= L_max - buffer
+        factor * ((L_max - buffer) - L) / buffer     L_max - buffer < L <= L_max   (linear, -factor at L_max)
+        -factor                                      L > L_max
+    buffer = 0 switches it off (all zeros).
+    """
+    if buffer < 0 or factor < 0:
+        raise ValueError(f"buffer and factor must be >= 0, got buffer={buffer}, factor={factor}")
+    if buffer >= max_new_tokens:
+        raise ValueError(f"buffer ({buffer}) must be below max_new_tokens ({max_new_tokens})")
+    if lengths.dim() != 1:
+        raise ValueError(f"lengths must be [N], got {list(lengths.shape)}")
+    lengths = lengths.to(torch.float64)
+    if buffer == 0:
+        return torch.zeros_like(lengths)
+    start = max_new_tokens - buffer
+    return -factor * ((lengths - start) / buffer).clamp(min=0.0, max=1.0)
+
+
 def kl_penalty(logp: torch.Tensor, ref_logp: torch.Tensor, kind: str = "k3") -> torch.Tensor:
     """Per-token estimate of KL(policy || reference) from sampled-token log-probs [B, T] -> [B, T].
 

@@ -221,6 +221,11 @@ class AlgorithmConfig:
     # DAPO refill (sync mode, with dynamic_sampling): draw up to this many batches of prompts per step until
     # prompts_per_step informative groups are kept (the surplus of the last draw is dropped unused). 1 = no refill
     max_draws: int = 1
+    # DAPO soft overlong punishment: a completion within the last `overlong_buffer` tokens before
+    # rollout.max_new_tokens loses up to `overlong_factor` reward, linearly in how far into that zone it runs
+    # (learner.grpo.overlong_penalty). 0 = off (released Seg-R1)
+    overlong_buffer: int = 0
+    overlong_factor: float = 1.0
     eval_every: int = 0  # held-out eval every N steps (0 = only at start and end)
     # training images the blind baseline (best image-independent prompt) is chosen on; 0 = no eval/iou_blind,
     # eval/iou_oracle, eval/localisation_gain. Cost: 58 segmentations per image, once per run (cached)
@@ -383,6 +388,11 @@ def validate(cfg: Config) -> Config:
     if a.max_draws > 1 and not (a.dynamic_sampling and a.mode == "sync"):
         raise ConfigError("algorithm.max_draws: refilling the batch needs algorithm.dynamic_sampling=true "
                           "and algorithm.mode=sync")
+    if not 0 <= a.overlong_buffer < cfg.rollout.max_new_tokens:
+        raise ConfigError(f"algorithm.overlong_buffer: must be >= 0 (0 = off) and below rollout.max_new_tokens="
+                          f"{cfg.rollout.max_new_tokens}, got {a.overlong_buffer}")
+    if a.overlong_factor < 0:
+        raise ConfigError(f"algorithm.overlong_factor: must be >= 0, got {a.overlong_factor}")
     if cfg.checkpoint.keep < 1:
         raise ConfigError(f"checkpoint.keep: must be >= 1, got {cfg.checkpoint.keep}")
     if cfg.cluster.loopback_only and cfg.cluster.dashboard_host not in ("127.0.0.1", "localhost", "::1"):

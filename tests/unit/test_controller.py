@@ -214,3 +214,32 @@ def test_refill_needs_dynamic_sampling_in_sync_mode(tmp_path):
     for extra in ([], ["algorithm.dynamic_sampling=true", "algorithm.mode=async"]):
         with pytest.raises(ConfigError, match="algorithm.max_draws"):
             build(tmp_path, "algorithm.max_draws=2", *extra)
+
+def test_overlong_shaping_enters_the_advantages_and_the_dynamic_sampling_rule(tmp_path):
+    from cluster.records import ScoredBatch
+    from segr1.config import ConfigError
+    from segr1.protocol import Completion, GroupReward, RewardBreakdown, RolloutGroup
+
+    # max_new_tokens 3, buffer 2, factor 0.4: a 1-token completion keeps its reward, a 3-token one loses 0.4
+    controller, pools, data, log = build(tmp_path, "algorithm.dynamic_sampling=true", "run.steps=1",
+                                         "rollout.max_new_tokens=3", "algorithm.overlong_buffer=2",
+                                         "algorithm.overlong_factor=0.4", pools=FakePools(reward_of=lambda s, j: 0.3))
+    samples = [data.load(0), data.load(1)]
+    lengths = {"s0": (1, 3), "s1": (2, 2)}  # s0: rewards (0.3, -0.1) after shaping; s1: (0.1, 0.1), no signal
+    groups = [RolloutGroup(s.sample_id, [7], [Completion("t", [5] * n, [-0.1] * n, "stop")
+                                              for n in lengths[s.sample_id]], 1, "rollout-0") for s in samples]
+    rewards = [GroupReward(s.sample_id, [RewardBreakdown(0.3, 1.0, 0.3, 0.3)] * G) for s in samples]
+    items = controller._train_items(ScoredBatch(samples, groups, rewards))
+    expected = 0.2 / (0.4 / np.sqrt(2) + 1e-4)  # centred +-0.2 over the unbiased std 0.4 / sqrt(2)
+    assert [item.sample_id for item in items] == ["s0"]  # s1's equal shaped rewards are dropped
+    assert items[0].advantages == pytest.approx([expected, -expected])
+
+    controller.run()  # every fake completion is 2 tokens long: penalty 0.4 * (2 - 1) / 2
+    assert log.rows[0]["reward/overlong_penalty"] == pytest.approx(-0.2)
+    assert log.rows[0]["reward/mean"] == pytest.approx(0.3)  # the segmenter's reward is logged unshaped
+
+    for bad in ("algorithm.overlong_buffer=3", "algorithm.overlong_buffer=-1"):
+        with pytest.raises(ConfigError, match="algorithm.overlong_buffer"):
+            build(tmp_path, "rollout.max_new_tokens=3", bad)
+    with pytest.raises(ConfigError, match="algorithm.overlong_factor"):
+        build(tmp_path, "algorithm.overlong_buffer=2", "algorithm.overlong_factor=-1")

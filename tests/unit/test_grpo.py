@@ -8,7 +8,14 @@ import math
 import pytest
 import torch
 
-from learner.grpo import engine_mismatch_kl, group_advantages, kl_penalty, policy_loss, truncated_is_weights
+from learner.grpo import (
+    engine_mismatch_kl,
+    group_advantages,
+    kl_penalty,
+    overlong_penalty,
+    policy_loss,
+    truncated_is_weights,
+)
 
 
 def test_group_advantages_hand_computed():
@@ -240,3 +247,18 @@ def test_is_weights_scale_the_surrogate_but_not_the_kl_term():
     assert kl_weighted.item() == kl_only.item() > 0  # A = 0: only the KL term, which the weights leave alone
     with pytest.raises(ValueError, match="is_weights"):
         policy_loss(logp, old_logp, ref_logp, advantages, mask, is_weights=torch.ones(3, 4))
+
+
+def test_overlong_penalty_hand_computed():
+    # L_max = 10, buffer 4: no penalty up to 6 tokens, then -0.5 * (L - 6) / 4, reaching -0.5 at 10 and beyond
+    lengths = torch.tensor([0, 6, 7, 8, 10, 12])
+    penalty = overlong_penalty(lengths, max_new_tokens=10, buffer=4, factor=0.5)
+    assert penalty.tolist() == [0.0, 0.0, -0.125, -0.25, -0.5, -0.5]
+    assert overlong_penalty(lengths, 10, buffer=0, factor=0.5).tolist() == [0.0] * 6  # off
+    assert overlong_penalty(torch.tensor([9]), 10, buffer=1).tolist() == [0.0]  # buffer 1: only L = 10 is hit
+    assert overlong_penalty(torch.tensor([10]), 10, buffer=1).tolist() == [-1.0]
+    assert lengths.tolist() == [0, 6, 7, 8, 10, 12]  # input untouched
+    with pytest.raises(ValueError, match="below max_new_tokens"):
+        overlong_penalty(lengths, 10, buffer=10)
+    with pytest.raises(ValueError, match=">= 0"):
+        overlong_penalty(lengths, 10, buffer=4, factor=-1.0)
