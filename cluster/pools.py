@@ -1,7 +1,8 @@
 """The three service pools of one job, assembled from config: rollout workers, reward actors, learner ranks.
 
 Each pool creates its own Ray actors from its config group (resources, counts); this object only holds them
-together, moves weights from the learner to the rollout workers, and resizes or (for fault drills) kills.
+together, moves weights from the learner to the rollout workers, resizes, restarts the learner group after it
+failed, and arms fault drills (segr1.faults) or kills an actor for them.
 
 Weight transport (`learner.sync.transport`): the Ray object store (one put per bucket, every worker gets the
 refs; the CPU default), or a collective group of learner rank 0 and the rollout workers (NCCL between GPUs;
@@ -11,6 +12,7 @@ the rollout pool changes size.
 
 from __future__ import annotations
 
+import contextlib
 import random
 from typing import Any
 
@@ -26,6 +28,7 @@ from segr1.config import Config
 class Pools:
     def __init__(self, cfg: Config, model_path: str) -> None:
         self.cfg = cfg
+        self.model_path = model_path
         self.learner = LearnerGroup(cfg, model_path)
         self.rollout = RolloutPool(cfg, model_path, cfg.rollout.num_workers)
         self.reward = RewardPool(cfg, cfg.reward.num_actors)
@@ -51,6 +54,24 @@ class Pools:
                 self.publish_weights()  # re-forms the group and brings new members to the newest weights
         if reward is not None and reward != self.reward.size:
             self.reward.resize(reward)
+
+    def restart_learner(self) -> None:
+        """A fresh learner group in place of one that died or hung (its actors killed, its bundles freed); the
+        caller loads a checkpoint into it. The weight-sync group is re-formed at the next publish."""
+        with contextlib.suppress(Exception):  # best effort: its actors may be dead or unreachable already
+            self.learner.shutdown()
+        self.learner = LearnerGroup(self.cfg, self.model_path)
+        self._group_members = None
+
+    def arm_fault(self, stage: str, action: str) -> None:
+        """Fault drill (segr1.faults): `action` inside the next `stage` call of one actor: the first rollout
+        worker (generate, weight_sync), the first reward actor (score), learner rank 0 (learner_step)."""
+        if stage == "learner_step":
+            self.learner.arm_fault(stage, action)
+        elif stage == "score":
+            ray.get(next(iter(self.reward.actor_handles().values())).arm_fault.remote(stage, action))
+        else:
+            ray.get(self.rollout.actors()[0].arm_fault.remote(stage, action))
 
     def kill_one(self, which: str) -> None:
         """Fault drill: kill one actor of a pool without restart bookkeeping; the pool must recover."""

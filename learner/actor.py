@@ -42,6 +42,7 @@ from learner.models import (
 )
 from segr1.chat import image_inputs, non_output_token_ids
 from segr1.config import Config
+from segr1.faults import FaultHook
 from segr1.protocol import SFTItem, TrainItem, resolve_arrays
 from segr1.rendezvous import pin_gloo_to, tcp_store
 from segr1.threads import thread_count
@@ -105,12 +106,14 @@ class LearnerActor:
         self.version = 0  # weights version: 0 = the checkpoint the rollout workers loaded from disk
         self._loaded = False  # True from load_checkpoint to the next publish: the weights are `version`'s
         self._sync_group: WeightSyncGroup | None = None
+        self._faults = FaultHook()  # fault drills (segr1.faults): armed by the controller, fired mid-call
 
     # ------------------------------------------------------------------------------------------ training
     def train_step(self, items: list[TrainItem]) -> dict[str, float]:
         """GRPO on this rank's share of one rollout batch: `algorithm.epochs` passes of `algorithm.mini_batches`
         optimizer steps (1 x 1 by default); stats are global (all-reduced) and cover the whole batch."""
         algo = self.cfg.algorithm
+        self._faults.fire("learner_step")  # a drill: die or hang at the start of the update
         records = train_records(items, self._vision(items))
         parts = step_math.mini_batch_count(len(items), algo.mini_batches, self.world_size, self.device)
         minis = [self._micro_batches(part) for part in mini_batch_records(records, parts)]
@@ -210,6 +213,10 @@ class LearnerActor:
         with gathered(list(module.parameters())):
             self.reference.load_state_dict(module.state_dict())
         self.reference_from_policy = True
+
+    def arm_fault(self, stage: str, action: str) -> None:
+        """Fault drill: `action` (die | hang) inside this rank's next `stage` call (learner_step)."""
+        self._faults.arm(stage, action)
 
     # ------------------------------------------------------------------------------------------ weights
     def weights_version(self) -> int:

@@ -3,7 +3,10 @@
 Each rank is a `LearnerActor` (one bundle each: `learner.num_cpus` CPUs, `learner.num_gpus` GPUs). Rank 0's node
 address and a free port found there form the torch.distributed rendezvous (gloo on CPU, NCCL on GPU).
 Every call fans out to all ranks (DeepSpeed's collectives need them all) and returns rank 0's answer; the
-statistics are already all-reduced inside the ranks.
+statistics are already all-reduced inside the ranks. A rank that dies, or a call that outlives
+`learner.timeout_s` (`learner.sync.timeout_s` for a weight sync), raises segr1.faults.StageError naming the
+stage and the rank, at once: the other ranks would wait on the lost one in their collectives. The job then
+restarts the whole group from the newest checkpoint (cluster/controller.py).
 
     learner = LearnerGroup(cfg, model_path)
     stats = learner.train_step(items)          # items are split across ranks, groups kept whole
@@ -17,6 +20,7 @@ from typing import Any, TypeVar
 
 from learner.actor import LearnerActor
 from segr1.config import Config
+from segr1.faults import StageError
 from segr1.protocol import SFTItem, TrainItem
 from segr1.shards import balanced_shards
 
@@ -71,18 +75,41 @@ class LearnerGroup:
             for rank in range(self.num_ranks)
         ]
         ray.get([a.weights_version.remote() for a in self.actors], timeout=ready_timeout_s)  # init errors surface
+        self._timeouts = {"learner_step": ("learner.timeout_s", learner.timeout_s),
+                          "weight_sync": ("learner.sync.timeout_s", learner.sync.timeout_s)}
 
     # ------------------------------------------------------------------------------------------ fan-out
-    def _all(self, method: str, *args: Any) -> list[Any]:
-        import ray
-
-        return ray.get([getattr(a, method).remote(*args) for a in self.actors])
+    def _all(self, method: str, *args: Any, stage: str = "learner_step") -> list[Any]:
+        return self._wait(method, [getattr(a, method).remote(*args) for a in self.actors], stage)
 
     def _sharded(self, method: str, items: Sequence[Any]) -> list[Any]:
-        import ray
-
         shards = shard(items, self.num_ranks)
-        return ray.get([getattr(a, method).remote(s) for a, s in zip(self.actors, shards)])
+        return self._wait(method, [getattr(a, method).remote(s) for a, s in zip(self.actors, shards)],
+                          "learner_step")
+
+    def _wait(self, method: str, refs: list[Any], stage: str) -> list[Any]:
+        """Every rank's answer; StageError as soon as one rank died, or once the stage's timeout has passed."""
+        import time
+
+        import ray
+        from ray.exceptions import RayActorError
+
+        key, timeout_s = self._timeouts[stage]
+        deadline = time.monotonic() + timeout_s
+        rank_of = {ref: rank for rank, ref in enumerate(refs)}
+        pending = list(refs)
+        while pending:
+            done, pending = ray.wait(pending, num_returns=1, timeout=max(deadline - time.monotonic(), 0.0))
+            if not done:
+                ranks = ", ".join(str(rank_of[ref]) for ref in pending)
+                raise StageError(stage, f"learner rank {rank_of[pending[0]]}",
+                                 f"{method} did not return within {key}={timeout_s:g}s (ranks {ranks})")
+            try:
+                ray.get(done[0])
+            except RayActorError as error:
+                raise StageError(stage, f"learner rank {rank_of[done[0]]}",
+                                 f"the rank died during {method} ({type(error).__name__})") from None
+        return ray.get(refs)
 
     # ------------------------------------------------------------------------------------------ learner API
     def train_step(self, items: list[TrainItem]) -> dict[str, float]:
@@ -95,13 +122,19 @@ class LearnerGroup:
         return [row for part in self._sharded("logprobs", items) for row in part]
 
     def publish_weights(self) -> tuple[int, list[Any]]:
-        return self._all("publish_weights")[0]
+        return self._all("publish_weights", stage="weight_sync")[0]
 
     def reset_reference(self) -> None:
         self._all("reset_reference")
 
     def reset_optimizer(self) -> None:
         self._all("reset_optimizer")
+
+    def arm_fault(self, stage: str, action: str) -> None:
+        """Fault drill on rank 0 (segr1.faults)."""
+        import ray
+
+        ray.get(self.actors[0].arm_fault.remote(stage, action))
 
     def weights_version(self) -> int:
         import ray

@@ -27,6 +27,7 @@ from reward_server.parse import FormatError, SegPrompt, parse_completion
 from reward_server.scoring import combine, score_masks
 from reward_server.segmenters import Segmenter, build
 from segr1.config import Config, RewardConfig
+from segr1.faults import FaultHook
 from segr1.protocol import GroupReward, RewardBreakdown, RewardRequest, resolve_arrays
 from segr1.threads import thread_count
 
@@ -51,6 +52,7 @@ class RewardActor:
         self._counts: Counter[str] = Counter()
         self._seconds: Counter[str] = Counter()
         self._lock = threading.Lock()  # counters are updated from the scoring threads
+        self._faults = FaultHook()  # fault drills (segr1.faults): armed by the controller, fired mid-call
         # reward.threads: GrabCut scores groups on that many threads, one segmenter each (it keeps per-call
         # timing; cv2 seeds its RNG per call and per thread, so masks do not depend on the thread count);
         # SAM2 gives the threads to torch. None keeps Ray's sizing (one group at a time).
@@ -68,6 +70,7 @@ class RewardActor:
         pixels = resolve_arrays([p for r in requests for p in (r.image, r.gt_mask)])  # one fetch for all refs
         requests = [dataclasses.replace(r, image=pixels[2 * i], gt_mask=pixels[2 * i + 1])
                     for i, r in enumerate(requests)]
+        self._faults.fire("score")  # a drill: die or hang once the call has started
         if self._pool is not None and len(requests) > 1:
             results = list(self._pool.map(self._score_group, requests))
         else:
@@ -121,6 +124,10 @@ class RewardActor:
                 parsed[index] = self._parse(text, width, height)
             except FormatError as error:
                 reasons[index] = error.code
+    def arm_fault(self, stage: str, action: str) -> None:
+        """Fault drill: `action` (die | hang) inside this actor's next `stage` call (score)."""
+        self._faults.arm(stage, action)
+
 
         masks = np.zeros((len(request.texts), height, width), dtype=bool)  # [G, H, W]
         encode_s = decode_s = 0.0

@@ -21,6 +21,7 @@ import torch
 
 from rollout.engine import Engine, build_engine
 from segr1.config import Config
+from segr1.faults import FaultHook
 from segr1.protocol import GenerationRequest, RolloutGroup, SamplingParams, resolve_arrays
 from segr1.threads import thread_count
 from segr1.weight_sync import WeightSyncGroup, receive_weights
@@ -38,6 +39,7 @@ class RolloutWorker:
         self.engine: Engine = build_engine(cfg, model_path)
         self._sync_group: WeightSyncGroup | None = None
         self._engine_syncs = False  # True when the engine joined the weight-sync group itself (vLLM)
+        self._faults = FaultHook()  # fault drills (segr1.faults): armed by the controller, fired mid-call
         self._counters = {"requests": 0, "completions": 0, "tokens": 0, "generate_s": 0.0, "updates": 0,
                           "update_s": 0.0}
 
@@ -47,6 +49,7 @@ class RolloutWorker:
         images = resolve_arrays([r.image for r in requests])  # ArrayRefs: one object-store fetch for all
         requests = [dataclasses.replace(r, image=image) for r, image in zip(requests, images)]
         groups = self.engine.generate(requests, sampling)
+        self._faults.fire("generate")  # a drill: die or hang with the shard generated but not returned
         elapsed = time.perf_counter() - start
         c = self._counters
         c["requests"] += len(requests)
@@ -59,6 +62,7 @@ class RolloutWorker:
     def update_weights(self, buckets: list[Any], version: int) -> int:
         """Load a broadcast: buckets or ObjectRefs to them (all of one `version`). Returns the version."""
         start = time.perf_counter()
+        self._faults.fire("weight_sync")
         from_store = any(not isinstance(b, (WeightBucket, TensorBucket)) for b in buckets)
         if from_store:
             import ray  # only needed when refs are passed
@@ -89,6 +93,7 @@ class RolloutWorker:
     def receive_weights(self) -> int:
         """Receive one collective broadcast (runs while the learner calls send_weights). Returns the version."""
         start = time.perf_counter()
+        self._faults.fire("weight_sync")
         if self._engine_syncs:
             self.engine.receive_weights()
         elif self._sync_group is None:
@@ -108,6 +113,10 @@ class RolloutWorker:
 
     def weights_version(self) -> int:
         return self.engine.weights_version
+
+    def arm_fault(self, stage: str, action: str) -> None:
+        """Fault drill: `action` (die | hang) inside this worker's next `stage` call (generate | weight_sync)."""
+        self._faults.arm(stage, action)
 
     # ------------------------------------------------------------------------------------------- introspection
     def health(self) -> dict[str, Any]:

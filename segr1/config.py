@@ -90,7 +90,8 @@ class RolloutConfig:
     top_p: float = 1.0
     max_new_tokens: int = 400
     max_batch_prompts: int = 32  # prompts generated together in one engine call
-    max_retries: int = 1  # a shard whose worker died is re-run on a fresh worker (at the latest weights)
+    max_retries: int = 1  # a shard whose worker died or hung is re-run on a fresh worker (at the latest weights)
+    timeout_s: float = 1800.0  # longest one worker's generate call may take; then it counts as hung (killed, retried)
     # HF engine, object-store sync: serve from the broadcast's shared memory instead of copying it (one copy of
     # the weights per node, no copy per worker); each served version stays pinned in the object store
     zero_copy_weights: bool = True
@@ -147,6 +148,8 @@ class RewardConfig:
     max_chars: int = 8192
     max_batch_groups: int = 8  # dynamic batching: groups per actor call
     max_wait_s: float = 0.02  # dynamic batching: wait this long for more groups
+    # longest one actor call may take; then the actor counts as hung: it is killed (Ray restarts it) and the
+    # call's groups are requeued. A group that fails max_retries + 1 times is dropped (data/groups_dropped)
     timeout_s: float = 600.0
     max_retries: int = 3
     sam2: SAM2Config = field(default_factory=SAM2Config)
@@ -162,6 +165,8 @@ class RewardConfig:
 class WeightSyncConfig:
     transport: str = "auto"  # auto | object_store | nccl  (auto = nccl when learner and rollout have GPUs)
     bucket_mb: int = 256
+    # longest one weight sync may take (a worker that hangs receiving is killed and replaced at these weights)
+    timeout_s: float = 600.0
 
 
 @dataclass(frozen=True)
@@ -186,6 +191,12 @@ class LearnerConfig:
     # sampling log-probs are). Implied by algorithm.epochs > 1, algorithm.mini_batches > 1 and algorithm.tis_cap
     recompute_old_logp: bool = False
     sync: WeightSyncConfig = field(default_factory=WeightSyncConfig)
+    # longest one learner call (update, log-probs, checkpoint) may take; then the learner counts as hung
+    timeout_s: float = 3600.0
+    # a learner that dies or hangs is restarted from the newest checkpoint by the job itself, this many times per
+    # run, waiting restart_backoff_s before the first restart and twice as long before each next one
+    max_restarts: int = 3
+    restart_backoff_s: float = 5.0
 
 
 @dataclass(frozen=True)
@@ -279,10 +290,21 @@ class CheckpointConfig:
 
 @dataclass(frozen=True)
 class FaultsConfig:
-    """Fault injection for resilience tests: kill an actor at a given step (-1 = never)."""
+    """Fault drills (docs/RELIABILITY.md; segr1.faults): each fires once, when the loop has done that many steps
+    (0 = before the first step); -1 = never."""
 
+    # between steps: ray.kill of one actor
     kill_reward_actor_at_step: int = -1
     kill_rollout_worker_at_step: int = -1
+    # inside a call: the actor's process exits from inside its next call of that stage
+    die_in_generate_at_step: int = -1  # a rollout worker, while it generates
+    die_in_score_at_step: int = -1  # a reward actor, while it scores
+    die_in_learner_step_at_step: int = -1  # learner rank 0, during its update
+    # inside a call: the call never returns, until the stage's timeout kills it
+    hang_generate_at_step: int = -1  # rollout.timeout_s
+    hang_score_at_step: int = -1  # reward.timeout_s
+    hang_learner_step_at_step: int = -1  # learner.timeout_s
+    hang_weight_sync_at_step: int = -1  # learner.sync.timeout_s (a rollout worker receiving the weights)
 
 
 @dataclass(frozen=True)
@@ -388,6 +410,12 @@ def validate(cfg: Config) -> Config:
     if a.max_draws > 1 and not (a.dynamic_sampling and a.mode == "sync"):
         raise ConfigError("algorithm.max_draws: refilling the batch needs algorithm.dynamic_sampling=true "
                           "and algorithm.mode=sync")
+    for path in ("rollout.timeout_s", "reward.timeout_s", "learner.timeout_s", "learner.sync.timeout_s"):
+        if _get(cfg, path) <= 0:
+            raise ConfigError(f"{path}: must be > 0 seconds, got {_get(cfg, path)!r}")
+    for path in ("rollout.max_retries", "reward.max_retries", "learner.max_restarts", "learner.restart_backoff_s"):
+        if _get(cfg, path) < 0:
+            raise ConfigError(f"{path}: must be >= 0, got {_get(cfg, path)!r}")
     if not 0 <= a.overlong_buffer < cfg.rollout.max_new_tokens:
         raise ConfigError(f"algorithm.overlong_buffer: must be >= 0 (0 = off) and below rollout.max_new_tokens="
                           f"{cfg.rollout.max_new_tokens}, got {a.overlong_buffer}")

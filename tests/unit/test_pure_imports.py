@@ -8,7 +8,7 @@ import textwrap
 from pathlib import Path
 
 PURE_MODULES = ["reward_server.parse", "reward_server.metrics", "reward_server.scoring", "reward_server.baselines",
-                "learner.grpo"]
+                "learner.grpo", "segr1.faults"]
 BLOCKED = ["ray", "deepspeed", "vllm", "sam2"]
 ROOT = Path(__file__).resolve().parents[2]
 
