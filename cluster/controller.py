@@ -138,6 +138,7 @@ class Controller:
             **stats,
             "time/rollout_s": batch.rollout_s,
             "time/reward_s": batch.reward_s,
+            "time/reward_exposed_s": batch.reward_exposed_s,  # reward time not hidden behind generation
             "time/learn_s": learn_s,
             "time/sync_s": sync_s,
             "time/step_s": step_s,

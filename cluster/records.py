@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,13 +36,17 @@ class ScoredBatch:
     """Samples with their rollout groups and rewards (one each, in sample order), and the seconds each took.
 
     samples hold their pixels as ArrayRefs (by_reference), the ones the requests carried: train_items and the
-    overlays reuse them without storing the pixels again."""
+    overlays reuse them without storing the pixels again. rollout_s: until the last shard was generated;
+    reward_s: from the first group sent to the reward pool until the last was scored; reward_exposed_s: the
+    part of reward_s after generation ended (equal to reward_s when nothing streams).
+    """
 
     samples: list[Sample]
     groups: list[RolloutGroup]
     rewards: list[GroupReward]
     rollout_s: float = 0.0
     reward_s: float = 0.0
+    reward_exposed_s: float = 0.0
 
 
 def rollout_and_score(rollout: Any, reward: Any, samples: list[Sample], sampling: SamplingParams, *,
@@ -50,15 +55,50 @@ def rollout_and_score(rollout: Any, reward: Any, samples: list[Sample], sampling
 
     rollout: anything with RolloutWorker.generate (the Ray RolloutPool, or a worker in-process);
     reward: anything with RewardActor.score (the RewardPool, or an actor in-process).
+    When rollout streams shards (RolloutPool.generate_shards) and reward takes groups as they come
+    (RewardPool.submit / gather), each shard's groups are scored while later shards still generate.
     return_masks: the rewards also carry each completion's mask (COCO RLE), for overlays and evaluation;
     masks_first: only the first that many groups do (training overlays), when return_masks is False.
     """
     samples = by_reference(samples)
+    requests = generation_requests(samples)
+    if hasattr(rollout, "generate_shards") and hasattr(reward, "submit"):
+        return _streamed(rollout, reward, samples, requests, sampling, return_masks, masks_first)
     t0 = time.perf_counter()
-    groups = rollout.generate(generation_requests(samples), sampling)
+    groups = rollout.generate(requests, sampling)
     t1 = time.perf_counter()
     rewards = reward.score(reward_requests(samples, groups, return_masks=return_masks, masks_first=masks_first))
-    return ScoredBatch(samples, groups, rewards, rollout_s=t1 - t0, reward_s=time.perf_counter() - t1)
+    reward_s = time.perf_counter() - t1
+    return ScoredBatch(samples, groups, rewards, rollout_s=t1 - t0, reward_s=reward_s, reward_exposed_s=reward_s)
+
+
+def _streamed(rollout: Any, reward: Any, samples: list[Sample], requests: list[GenerationRequest],
+              sampling: SamplingParams, return_masks: bool, masks_first: int) -> ScoredBatch:
+    """rollout_and_score with each shard scored as it returns. Groups and rewards are put back in sample
+    order (shards finish in any order), and each group is submitted exactly once."""
+    groups: list[RolloutGroup | None] = [None] * len(requests)
+    futures: list[Future | None] = [None] * len(requests)
+    scored_at: list[float] = []  # perf_counter at each group's result (list.append is thread-safe)
+    t0 = time.perf_counter()
+    first_submit = None
+    for start, shard in rollout.generate_shards(requests, sampling):
+        if any(g is not None for g in groups[start:start + len(shard)]):
+            raise RuntimeError(f"rollout shard at {start} returned twice")
+        groups[start:start + len(shard)] = shard
+        first_submit = first_submit or time.perf_counter()
+        submitted = reward.submit(reward_requests(
+            samples[start:start + len(shard)], shard, return_masks=return_masks, masks_first=masks_first - start))
+        for future in submitted:
+            future.add_done_callback(lambda _: scored_at.append(time.perf_counter()))
+        futures[start:start + len(shard)] = submitted
+    t1 = time.perf_counter()
+    if any(g is None for g in groups):
+        raise RuntimeError(f"rollout returned {sum(g is not None for g in groups)} of {len(groups)} groups")
+    rewards = reward.gather(futures)
+    # the last group's scoring time (a callback may still be running as gather returns: then now)
+    t2 = max(scored_at) if len(scored_at) == len(futures) else time.perf_counter()
+    return ScoredBatch(samples, groups, rewards, rollout_s=t1 - t0, reward_s=max(t2 - (first_submit or t1), 0.0),
+                       reward_exposed_s=max(t2 - t1, 0.0))
 
 
 def concat_batches(batches: list[ScoredBatch]) -> ScoredBatch:
@@ -66,7 +106,7 @@ def concat_batches(batches: list[ScoredBatch]) -> ScoredBatch:
     return ScoredBatch(
         samples=[s for b in batches for s in b.samples], groups=[g for b in batches for g in b.groups],
         rewards=[r for b in batches for r in b.rewards], rollout_s=sum(b.rollout_s for b in batches),
-        reward_s=sum(b.reward_s for b in batches))
+        reward_s=sum(b.reward_s for b in batches), reward_exposed_s=sum(b.reward_exposed_s for b in batches))
 
 
 def by_reference(samples: list[Sample]) -> list[Sample]:

@@ -89,12 +89,20 @@ class RewardPool:
 
     def score(self, requests: Sequence[RewardRequest]) -> list[GroupReward]:
         """Rewards of all groups, in request order, each exactly once; TimeoutError after reward.timeout_s."""
-        tickets = self._enqueue(requests)
+        return self.gather(self.submit(requests))
+
+    def gather(self, futures: Sequence[Future]) -> list[GroupReward]:
+        """The results of `submit`'s futures, in their order; TimeoutError after reward.timeout_s from now,
+        naming the groups still pending (they are cancelled). Streaming callers submit shard by shard."""
         deadline = time.monotonic() + self._cfg.reward.timeout_s
         try:
-            return [ticket.future.result(timeout=max(deadline - time.monotonic(), 0.0)) for ticket in tickets]
+            return [future.result(timeout=max(deadline - time.monotonic(), 0.0)) for future in futures]
         except TimeoutError:
-            raise TimeoutError(self._abandon(tickets)) from None
+            with self._lock:
+                tickets = {id(t.future): t for t in [*self._pending, *self._in_flight_tickets()]}
+            # a future no longer queued or in flight is being delivered: it counts as done
+            raise TimeoutError(self._abandon([tickets[id(f)] for f in futures if id(f) in tickets],
+                                             total=len(futures))) from None
 
     def baselines(
         self, train_images: Sequence[Any], train_masks: Sequence[Any], eval_images: Sequence[Any],
@@ -187,7 +195,10 @@ class RewardPool:
             self._lock.notify_all()
         return tickets
 
-    def _abandon(self, tickets: list[_Ticket]) -> str:
+    def _in_flight_tickets(self) -> list[_Ticket]:
+        return [ticket for _, batch in self._in_flight.values() for ticket in batch]
+
+    def _abandon(self, tickets: list[_Ticket], total: int) -> str:
         """Cancel the unfinished groups of a timed-out call; describe where each one was."""
         with self._lock:
             late = [ticket for ticket in tickets if not ticket.future.done()]
@@ -195,7 +206,7 @@ class RewardPool:
                 ticket.future.cancel()  # a result arriving later is dropped
             where = ", ".join(f"{t.request.group_id} ({t.actor_id or 'queued'})" for t in late)
         return (
-            f"reward pool: {len(late)} of {len(tickets)} groups not scored within reward.timeout_s="
+            f"reward pool: {len(late)} of {total} groups not scored within reward.timeout_s="
             f"{self._cfg.reward.timeout_s}s, as group (actor holding it): {where}"
         )
 
@@ -221,7 +232,7 @@ class RewardPool:
 
     def _fail_all(self, error: Exception) -> None:
         with self._lock:
-            for ticket in [*self._pending, *(t for _, batch in self._in_flight.values() for t in batch)]:
+            for ticket in [*self._pending, *self._in_flight_tickets()]:
                 _resolve(ticket.future, exception=error)
 
     def _dispatch(self, now: float) -> None:

@@ -2,6 +2,7 @@
 
     pool = RolloutPool(cfg, model_path, num_workers=2)
     groups = pool.generate(requests, SamplingParams(n=4, seed=0))   # split across workers, order preserved
+    stream = pool.generate_shards(requests, sampling)                # (first index, groups) as each shard ends
     pool.update_weights(bucket_refs, version=3)                      # every worker; remembered for late joiners
     pool.resize(3)                                                   # the new worker loads version 3 first
 
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import threading
+from collections.abc import Iterator
 from typing import Any
 
 import ray
@@ -130,27 +132,38 @@ class RolloutPool:
     # ------------------------------------------------------------------------------------------- serving
     def generate(self, requests: list[GenerationRequest], sampling: SamplingParams) -> list[RolloutGroup]:
         """All groups, in request order. With a seed, shard i samples with seed + i (distinct streams)."""
+        shards = dict(self.generate_shards(requests, sampling))
+        return [group for start in sorted(shards) for group in shards[start]]
+
+    def generate_shards(self, requests: list[GenerationRequest],
+                        sampling: SamplingParams) -> Iterator[tuple[int, list[RolloutGroup]]]:
+        """(index of the shard's first request, its groups), one per shard, in the order the shards finish
+        (ray.wait), so a caller can score a shard while the others still generate. Same shards and seeds as
+        `generate`; a shard whose worker died is re-run on a replacement and yielded once."""
         with self._lock:
             workers = list(self._workers)
         shards = [(i, a, b) for i, (a, b) in enumerate(balanced_shards(len(requests), len(workers))) if b > a]
 
-        def params(i: int) -> SamplingParams:
-            return sampling if sampling.seed is None else dataclasses.replace(sampling, seed=sampling.seed + i)
+        def submit(i: int, a: int, b: int) -> ray.ObjectRef:
+            params = sampling if sampling.seed is None else dataclasses.replace(sampling, seed=sampling.seed + i)
+            return actors[i][1].generate.remote(requests[a:b], params)
 
         actors = {i: workers[i] for i, _, _ in shards}
-        pending = {i: actors[i][1].generate.remote(requests[a:b], params(i)) for i, a, b in shards}
-        results: dict[int, list[RolloutGroup]] = {}
-        for i, a, b in shards:
-            for attempt in range(self.cfg.rollout.max_retries + 1):
-                try:
-                    results[i] = ray.get(pending[i])
-                    break
-                except RayActorError:
-                    if attempt == self.cfg.rollout.max_retries:
-                        raise
-                    actors[i] = self._replace(actors[i][0])
-                    pending[i] = actors[i][1].generate.remote(requests[a:b], params(i))
-        return [group for i, _, _ in shards for group in results[i]]
+        pending = {submit(i, a, b): (i, a, b) for i, a, b in shards}
+        retries = dict.fromkeys(actors, 0)
+        while pending:
+            [ref], _ = ray.wait(list(pending), num_returns=1)
+            i, a, b = pending.pop(ref)
+            try:
+                groups = ray.get(ref)
+            except RayActorError:
+                if retries[i] == self.cfg.rollout.max_retries:
+                    raise
+                retries[i] += 1
+                actors[i] = self._replace(actors[i][0])
+                pending[submit(i, a, b)] = (i, a, b)
+                continue
+            yield a, groups
 
     # ------------------------------------------------------------------------------------------- weights
     def update_weights(self, buckets: list[Any], version: int) -> None:

@@ -68,6 +68,8 @@ EXTRA_KEYS: dict[str, str] = {
     "data/groups_drawn": "groups generated and scored this step (all draws)",
     "data/groups_filtered": "groups left out: equal rewards (dynamic sampling) or the surplus of a refill draw",
     "data/draws": "batches of prompts drawn this step (more than 1 only with algorithm.max_draws > 1)",
+    "time/reward_exposed_s": "seconds scoring after the last rollout shard returned (reward time not hidden "
+    "behind generation: shards are scored as they return)",
     "rollout/tokens_per_s": "tokens generated per second over all rollout workers",
     "reward_pool/masks_per_s": "masks decoded per second over all reward actors",
     "reward_pool/groups_per_s": "completion groups scored per second",

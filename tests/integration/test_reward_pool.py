@@ -170,3 +170,18 @@ def test_baselines_on_an_actor_equal_a_local_actors():
     assert scores.blind == reference.blind and scores.chosen_on == 3
     assert scores.blind_iou == reference.blind_iou and scores.oracle_iou == reference.oracle_iou
     assert len(after) == 1 and after[0].group_id == "g0"
+
+
+def test_gather_returns_groups_submitted_shard_by_shard_in_the_order_given():
+    """Streaming rewards: shards are submitted as they come back from rollout (here the later one first) and
+    gathered in sample order, each group once."""
+    cfg = load_config(overrides=BASE)
+    requests = _requests(4, size=96)
+    reference = RewardActor(cfg).score(requests)
+    with RewardPool(cfg, num_actors=2) as pool:
+        late = pool.submit(requests[2:])
+        early = pool.submit(requests[:2])
+        results = pool.gather(early + late)
+        assert pool.stats()["groups_total"] == 4
+    assert [r.group_id for r in results] == ["g0", "g1", "g2", "g3"]
+    assert [r.breakdowns for r in results] == [r.breakdowns for r in reference]

@@ -73,6 +73,11 @@ def test_two_workers_split_requests_and_keep_order(pool, local):
         [[c.token_ids for c in g.completions] for g in expected]
     stats = pool.stats()
     assert stats["workers"] == 2 and stats["completions"] >= 15 and stats["tokens_per_s"] > 0
+    # streamed: the same shards, each once with the index of its first request, in the order they finish
+    shards = dict(pool.generate_shards(requests, SamplingParams(n=3, max_new_tokens=10, seed=7)))
+    assert sorted(shards) == [0, 3]
+    assert [[c.token_ids for c in g.completions] for g in shards[0] + shards[3]] == \
+        [[c.token_ids for c in g.completions] for g in expected]
 
 
 def test_update_weights_reaches_every_worker_and_late_joiners(pool, local):
@@ -128,3 +133,12 @@ def test_dead_workers_are_replaced_at_the_latest_weights(pool, local):
 def test_bad_bucket_type_is_rejected(pool):
     with pytest.raises(TypeError, match="item 0 is dict"):
         pool.update_weights([{"not": "a bucket"}], version=9)
+
+
+def test_a_streamed_shard_whose_worker_died_is_rerun_and_yielded_once(pool):
+    dead_id, dead = pool.workers[0]
+    ray.kill(dead)
+    shards = list(pool.generate_shards([_request(0), _request(1)], GREEDY))
+    assert sorted(start for start, _ in shards) == [0, 1]  # each shard exactly once
+    assert pool.workers[0][0] != dead_id
+    assert {start: [g.request_id for g in groups] for start, groups in shards} == {0: ["req-0"], 1: ["req-1"]}

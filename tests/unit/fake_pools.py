@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,7 @@ from segr1.protocol import (
     SFTItem,
     TrainItem,
 )
+from segr1.shards import balanced_shards
 
 FRAME = 8
 
@@ -53,6 +55,9 @@ class FakeData:
 
 
 class FakeRollout:
+    """RolloutPool's generate and generate_shards: one contiguous shard per worker (segr1.shards, as the real
+    pool cuts them); shards finish last first, the order that most disturbs a caller assuming sample order."""
+
     def __init__(self, events: list[tuple], size: int) -> None:
         self.events = events
         self.size = size
@@ -60,12 +65,23 @@ class FakeRollout:
         self.generated: list[str] = []  # request ids whose generation finished
 
     def generate(self, requests: list[GenerationRequest], sampling: SamplingParams) -> list[RolloutGroup]:
+        shards = dict(self.generate_shards(requests, sampling))
+        return [group for start in sorted(shards) for group in shards[start]]
+
+    def generate_shards(self, requests: list[GenerationRequest],
+                        sampling: SamplingParams) -> Iterator[tuple[int, list[RolloutGroup]]]:
+        for i, (a, b) in reversed(list(enumerate(balanced_shards(len(requests), self.size)))):
+            if b > a:
+                yield a, self._shard(requests[a:b], sampling, worker_id=f"rollout-{i}")
+
+    def _shard(self, requests: list[GenerationRequest], sampling: SamplingParams,
+               worker_id: str) -> list[RolloutGroup]:
         ids = [r.request_id for r in requests]
         self.events.append(("generate", ids, self.version))
         groups = [RolloutGroup(request_id=r.request_id, prompt_ids=[7, 8],
                                completions=[Completion(f"{r.request_id}/{j}", [1, 2], [-0.5, -0.25], "stop")
                                             for j in range(sampling.n)],
-                               weights_version=self.version, worker_id="rollout-0")
+                               weights_version=self.version, worker_id=worker_id)
                   for r in requests]
         self.generated += ids
         return groups
@@ -77,6 +93,18 @@ class FakeReward:
         self.size = size
         self.reward_of = reward_of
         self.requests: list[RewardRequest] = []
+
+    def submit(self, requests: list[RewardRequest]) -> list[Future]:
+        """RewardPool.submit: scored at once, so the futures come back done."""
+        out = []
+        for reward in self.score(requests):
+            future: Future = Future()
+            future.set_result(reward)
+            out.append(future)
+        return out
+
+    def gather(self, futures: list[Future]) -> list[GroupReward]:
+        return [future.result(timeout=5) for future in futures]
 
     def score(self, requests: list[RewardRequest]) -> list[GroupReward]:
         self.events.append(("score", [r.group_id for r in requests]))

@@ -215,6 +215,29 @@ def test_refill_needs_dynamic_sampling_in_sync_mode(tmp_path):
         with pytest.raises(ConfigError, match="algorithm.max_draws"):
             build(tmp_path, "algorithm.max_draws=2", *extra)
 
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_streamed_shards_reach_the_learner_in_draw_order(tmp_path, mode):
+    """Three rollout workers whose shards finish last first: each shard is scored as it returns, every group
+    once, and the learner sees each batch in draw order, as with one worker (so exact resume holds)."""
+    one, one_pools, _, one_log = build(tmp_path / "one", f"algorithm.mode={mode}", "run.steps=3",
+                                       "algorithm.prompts_per_step=5")
+    one.run()
+    three, pools, data, log = build(tmp_path / "three", f"algorithm.mode={mode}", "run.steps=3",
+                                    "algorithm.prompts_per_step=5", pools=FakePools(rollout=3))
+    three.run()
+
+    drawn = [data.loaded[i:i + 5] for i in range(0, 15, 5)]
+    trained = [[item.sample_id for item in items] for items in pools.learner.trained]
+    assert trained == drawn == [[item.sample_id for item in items] for items in one_pools.learner.trained]
+    assert [e[1] for e in pools.events if e[0] == "score"][:3] == [drawn[0][4:], drawn[0][2:4], drawn[0][:2]]
+    scored = [g for e in pools.events if e[0] == "score" for g in e[1]]
+    assert sorted(scored) == sorted(sum(drawn, []))  # exactly once each
+    assert [row["data/sample_ids"] for row in log.rows] == [row["data/sample_ids"] for row in one_log.rows]
+    assert all(0.0 <= row["time/reward_exposed_s"] <= row["time/reward_s"] for row in log.rows)
+
+
+
 def test_overlong_shaping_enters_the_advantages_and_the_dynamic_sampling_rule(tmp_path):
     from cluster.records import ScoredBatch
     from segr1.config import ConfigError

@@ -115,3 +115,55 @@ def test_resolve_arrays_returns_the_arrays_behind_references_and_passes_the_rest
     assert ref.get() is image
     with pytest.raises(ValueError, match=r"stored as uint8\[2, 2\]"):
         ArrayRef(image, (2, 2), "uint8").get()
+
+
+def test_streamed_shards_are_scored_as_they_return_and_put_back_in_sample_order():
+    """Three rollout shards finish last first; each is scored before the next one generates, every group is
+    scored exactly once, and groups, rewards and the masks_first choice follow sample order, not arrival."""
+    events: list[tuple] = []
+    rollout, reward = FakeRollout(events, size=3), FakeReward(events, size=1, reward_of=lambda sid, j: j)
+    samples = [sample(f"s{i}", i) for i in range(7)]  # shards [s0 s1 s2] [s3 s4] [s5 s6]
+    scored = records.rollout_and_score(rollout, reward, samples, SamplingParams(n=2), masks_first=4)
+    assert events == [("generate", ["s5", "s6"], 0), ("score", ["s5", "s6"]),
+                      ("generate", ["s3", "s4"], 0), ("score", ["s3", "s4"]),
+                      ("generate", ["s0", "s1", "s2"], 0), ("score", ["s0", "s1", "s2"])]
+    ids = [s.sample_id for s in samples]
+    assert [g.request_id for g in scored.groups] == [r.group_id for r in scored.rewards] == ids
+    assert sorted(r.group_id for r in reward.requests) == ids  # exactly once each
+    assert {r.group_id for r in reward.requests if r.return_masks} == {"s0", "s1", "s2", "s3"}
+    assert [g.worker_id for g in scored.groups] == ["rollout-0"] * 3 + ["rollout-1"] * 2 + ["rollout-2"] * 2
+    assert 0.0 <= scored.reward_exposed_s <= scored.reward_s
+
+
+def test_a_shard_returned_twice_is_refused_not_scored_twice():
+    class Repeating(FakeRollout):
+        def generate_shards(self, requests, sampling):
+            yield from super().generate_shards(requests, sampling)
+            yield 0, self._shard(requests[:1], sampling, worker_id="rollout-0")
+
+    events: list[tuple] = []
+    rollout, reward = Repeating(events, size=2), FakeReward(events, size=1, reward_of=lambda sid, j: j)
+    with pytest.raises(RuntimeError, match="shard at 0 returned twice"):
+        records.rollout_and_score(rollout, reward, [sample("a", 1), sample("b", 2)], SamplingParams(n=2))
+    assert sorted(r.group_id for r in reward.requests) == ["a", "b"]
+
+
+def test_without_streaming_the_whole_reward_time_is_exposed():
+    """An in-process worker (segr1 predict, checkpoint eval) has no shards: generate, then score everything."""
+    events: list[tuple] = []
+
+    class Plain:  # RolloutWorker's interface: generate only
+        def generate(self, requests, sampling):
+            return FakeRollout(events, size=2).generate(requests, sampling)
+
+    reward = FakeReward(events, size=1, reward_of=lambda sid, j: j)
+    scored = records.rollout_and_score(Plain(), reward, [sample("a", 1), sample("b", 2)], SamplingParams(n=2))
+    assert events[-1] == ("score", ["a", "b"]) and [g.request_id for g in scored.groups] == ["a", "b"]
+    assert scored.reward_exposed_s == scored.reward_s
+
+
+def test_concat_batches_sums_the_exposed_reward_time():
+    a = records.ScoredBatch([], [], [], rollout_s=1.0, reward_s=0.5, reward_exposed_s=0.25)
+    b = records.ScoredBatch([], [], [], rollout_s=2.0, reward_s=1.0, reward_exposed_s=0.5)
+    both = records.concat_batches([a, b])
+    assert (both.rollout_s, both.reward_s, both.reward_exposed_s) == (3.0, 1.5, 0.75)
