@@ -1,7 +1,7 @@
 """The `segr1` command line: the front door of the system.
 
     segr1 train --config configs/local_cpu.yaml [group.key=value ...]
-    segr1 eval --config PATH --checkpoint DIR [group.key=value ...]
+    segr1 eval --config PATH --checkpoint DIR [--out EVAL.json] [--fresh] [group.key=value ...]
     segr1 predict --checkpoint DIR --image PATH --out MASK.png [--overlay PATH]
     segr1 data synth --out PATH --n N --seed S
     segr1 data convert {cod10k,camo,nc4k,duts,dis5k,refcoco,reasonseg} --root DIR --out PATH
@@ -156,7 +156,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     _require_dataset(cfg.data.eval, "data.eval", cfg.data.frame_size)
     from frontdoor.eval_checkpoint import evaluate_checkpoint
 
-    evaluate_checkpoint(cfg, args.checkpoint, out=args.out)
+    evaluate_checkpoint(cfg, args.checkpoint, out=args.out, fresh=args.fresh)
     return 0
 
 
@@ -251,7 +251,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("eval", help="evaluate a checkpoint on the config's eval set; writes eval.json")
     p.add_argument("--config", required=True)
     p.add_argument("--checkpoint", required=True, help="checkpoint directory (runs/<name>/checkpoints/step_<N>)")
-    p.add_argument("--out", default=None, help="eval.json path (default: inside the checkpoint directory)")
+    p.add_argument("--out", default=None, help="eval.json path (default: inside the checkpoint directory); "
+                   "the per-sample rows go beside it, to <stem>_samples.csv")
+    p.add_argument("--fresh", action="store_true",
+                   help="start over instead of resuming from the rows already in <stem>_samples.csv")
     p.add_argument("overrides", nargs="*")
     p.set_defaults(func=_cmd_eval)
 

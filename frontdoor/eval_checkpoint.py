@@ -1,91 +1,90 @@
-"""`segr1 eval`: a checkpoint's greedy predictions on cfg.data.eval, scored like the papers score them.
+"""`segr1 eval`: a checkpoint's greedy predictions on cfg.data.eval, decoded and scored on the service pools.
 
-    segr1 eval --config configs/eval_cod10k.yaml --checkpoint runs/local_cpu/checkpoints/step_20
+    segr1 eval --config configs/eval_cod10k.yaml --checkpoint runs/local_cpu/checkpoints/step_20 [--fresh]
 
-In-process, without a Ray cluster: the same RolloutWorker and RewardActor classes the job runs as actors, on
-the same rollout-and-score pass (cluster.records). Masks are scored at the ground truth's original size with
-the field's reference metrics (segr1.evaluation, on pysodmetrics), and the blind and oracle baselines of
-reward_server.baselines are scored the same way, as rows under the policy's table.
+Data-parallel over a Ray cluster (a local one unless cluster.address or RAY_ADDRESS names one): the training
+job's rollout pool (rollout.num_workers engines, hf on CPU, vllm on GPU) and reward pool (reward.num_actors
+segmenters), no learner. Every sample's row (completion, reward parts, RLE masks of the policy, blind and
+oracle prompts) is appended to `<out stem>_samples.csv` as soon as its chunk is scored; a rerun resumes,
+skipping the rows already there (`--fresh` starts over). When every row is in, the table is computed from
+the CSV (cluster.checkpoint_eval: pysodmetrics S, E, wF, F, MAE for SOD/COD, cIoU and gIoU for
+referring/reasoning sets, at the GT's original size), written to eval.json and printed with the blind and
+oracle rows under the policy's.
 """
 
 from __future__ import annotations
 
-import json
+import dataclasses
+import sys
 from pathlib import Path
 from typing import Any
 
-from cluster import records
-from cluster.evaluate import GREEDY_N, baseline_indices
-from reward_server.baselines import baseline_masks, choose_blind_prompt, prompt_to_dict
-from reward_server.parse import SegPrompt
-from reward_server.rle import decode_masks
 from segr1.config import Config
-from segr1.data.dataset import SegDataset
+
+TABLE_WIDTH = 160  # wide enough that no benchmark name or number wraps
 
 
-def evaluate_checkpoint(cfg: Config, checkpoint: str, out: str | None = None) -> dict[str, Any]:
-    """`segr1 eval`: greedy predictions of a checkpoint on cfg.data.eval, scored at original size, with the
-    blind and oracle prompts' masks scored the same way (rows under the policy's; eval.json "baselines")."""
-    from reward_server.actor import RewardActor  # imported here: they pull in torch and the engines
-    from rollout.worker import RolloutWorker
-    from segr1.evaluation import evaluate_predictions, format_results, results_from_record
+def evaluate_checkpoint(cfg: Config, checkpoint: str, out: str | None = None, *,
+                        fresh: bool = False) -> dict[str, Any]:
+    """Run (or resume) the eval of `checkpoint` on the pools; write eval.json, print the table; the record."""
+    from cluster import checkpoint_eval as ce
+    from segr1.data.dataset import SegDataset
+    from segr1.evaluation.sample_log import SampleLog
 
     if not Path(checkpoint).is_dir():
         raise FileNotFoundError(f"checkpoint directory not found: {checkpoint}")
     if not cfg.data.eval:
         raise ValueError("data.eval: give the Parquet file to evaluate on (e.g. data.eval=cod10k_test.parquet)")
-    data = SegDataset(cfg.data.eval, cfg.data.frame_size)
-    n = len(data) if cfg.data.eval_size <= 0 else min(cfg.data.eval_size, len(data))
-    worker = RolloutWorker(cfg, checkpoint, "eval")
-    scorer = RewardActor(cfg, "eval")
-    blind, chosen_on = _blind_for_checkpoint_eval(cfg, data, scorer.segmenter)
-    preds, blind_preds, oracle_preds, gts, ignores, tasks = [], [], [], [], [], []
-    batch = max(1, cfg.rollout.max_batch_prompts)
-    sampling = cfg.rollout.sampling_params(GREEDY_N, greedy=True)
-    for start in range(0, n, batch):
-        samples = [data.load(i) for i in range(start, min(n, start + batch))]
-        scored = records.rollout_and_score(worker, scorer, samples, sampling, return_masks=True)
-        for i, sample, reward in zip(range(start, start + len(samples)), samples, scored.rewards):
-            _, orig_mask, ignore = data.load_original(i)
-            preds.append(decode_masks(reward.masks_rle[:1])[0])
-            if blind is not None:
-                blind_mask, oracle_mask = baseline_masks(scorer.segmenter, sample.image, sample.mask, blind)
-                blind_preds.append(blind_mask)
-                oracle_preds.append(oracle_mask)
-            gts.append(orig_mask)
-            ignores.append(ignore)
-            tasks.append(sample.task)
-    results = evaluate_predictions(preds, gts, ignores, tasks)
-    record: dict[str, Any] = {"checkpoint": checkpoint, "data": cfg.data.eval, "n": n, **results}
-    table = results_from_record(results)
-    if blind is not None:
-        blind_record = evaluate_predictions(blind_preds, gts, ignores, tasks, name="blind (fixed prompt)")
-        oracle_record = evaluate_predictions(oracle_preds, gts, ignores, tasks, name="oracle (GT box + point)")
-        table += results_from_record(blind_record) + results_from_record(oracle_record)
-        record["baselines"] = {
-            "blind": {"prompt": prompt_to_dict(blind), "chosen_on": chosen_on, **blind_record},
-            "oracle": {"prompt": "ground-truth box + deepest interior point", **oracle_record},
-        }
-    print(f"{Path(cfg.data.eval).name} ({n} samples)\n{format_results(table)}")
-    if blind is not None:
-        print(f"blind = {prompt_to_dict(blind)} chosen on {chosen_on}")
     out_path = Path(out) if out else Path(checkpoint) / "eval.json"
-    out_path.write_text(json.dumps(record, indent=2))
-    print(f"wrote {out_path}")
+    csv_path = samples_path(out_path)
+    data = SegDataset(cfg.data.eval, cfg.data.frame_size)
+    indices = ce.eval_indices(cfg, data)
+    with SampleLog.open(csv_path, ce.eval_identity(cfg, checkpoint, cfg.data.eval), fresh=fresh) as log:
+        if any(i not in log.done for i in indices) or (cfg.algorithm.baseline_images > 0 and "blind" not in log.meta):
+            _run_on_pools(cfg, checkpoint, data, indices, log)
+        record = ce.eval_record(cfg, data, indices, log)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    out_path.write_text(_json(record))
+    print(f"{Path(cfg.data.eval).name} ({record['n']} samples, format rate {record['format_rate']:.3f})")
+    print(report_text(record))
+    if "baselines" in record:
+        blind = record["baselines"]["blind"]
+        print(f"blind = {blind['prompt']} chosen on {blind['chosen_on']}")
+    print(f"wrote {out_path} and {csv_path}")
     return record
 
 
-def _blind_for_checkpoint_eval(cfg: Config, data: SegDataset, segmenter: Any) -> tuple[SegPrompt | None, str]:
-    """(blind prompt, where it was chosen) for `segr1 eval`: on algorithm.baseline_images rows of data.train
-    when given; otherwise on the eval rows themselves, which flatters the blind baseline (an upper bound on
-    what a fixed prompt gets), and says so. (None, "") when baseline_images is 0."""
-    count = cfg.algorithm.baseline_images
-    if count <= 0:
-        return None, ""
-    source = SegDataset(cfg.data.train, cfg.data.frame_size) if cfg.data.train else data
-    samples = [source.load(i) for i in baseline_indices(len(source), count, cfg.run.seed)]
-    where = (f"{len(samples)} rows of data.train ({Path(cfg.data.train).name})" if cfg.data.train
-             else f"{len(samples)} rows of the eval set itself (no data.train: an optimistic blind baseline)")
-    blind = choose_blind_prompt(segmenter, [s.image for s in samples], [s.mask for s in samples],
-                                cfg.data.frame_size)
-    return blind, where
+def samples_path(out_path: Path) -> Path:
+    """The per-sample CSV beside eval.json: eval.json -> eval_samples.csv."""
+    return out_path.with_name(f"{out_path.stem}_samples.csv")
+
+
+def report_text(record: dict[str, Any]) -> str:
+    """The paper tables of an eval.json record: the policy's benchmarks, then the blind and oracle rows."""
+    from segr1.evaluation import format_results, results_from_record
+
+    results = results_from_record(record)
+    for name in ("blind", "oracle"):
+        if name in record.get("baselines", {}):
+            results += results_from_record(record["baselines"][name])
+    return format_results(results, width=TABLE_WIDTH)
+
+
+def _run_on_pools(cfg: Config, checkpoint: str, data: Any, indices: list[int], log: Any) -> None:
+    from cluster import checkpoint_eval as ce
+    from cluster.eval_pools import EvalPools
+    from cluster.job import connect
+
+    # the eval's own local cluster: no dashboard, any free metrics port (a training run may hold the defaults)
+    connect(dataclasses.replace(cfg, cluster=dataclasses.replace(cfg.cluster, dashboard=False,
+                                                                 metrics_export_port=0)))
+    with EvalPools(cfg, str(Path(checkpoint).resolve())) as pools:
+        blind = ce.blind_prompt(cfg, data, log, pools.baselines)
+        ce.evaluate_rows(cfg, data, indices, pools.rollout, pools.reward, pools.baselines, log, blind,
+                         chunk=pools.chunk, progress=lambda line: print(line, file=sys.stderr, flush=True))
+
+
+def _json(record: dict[str, Any]) -> str:
+    import json
+
+    return json.dumps(record, indent=2)

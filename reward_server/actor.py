@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from reward_server import rle
-from reward_server.baselines import BaselineScores, compute_baselines
+from reward_server.baselines import BaselineScores, baseline_masks, compute_baselines, prompt_from_dict
 from reward_server.parse import FormatError, SegPrompt, parse_completion
 from reward_server.scoring import combine, score_masks
 from reward_server.segmenters import Segmenter, build
@@ -95,6 +95,17 @@ class RewardActor:
         scores = compute_baselines(self.segmenter, train_images, train_masks, eval_images, eval_masks, frame)
         self._seconds["baselines_s"] += time.perf_counter() - start
         return scores
+
+    def baseline_masks(self, images: list[Any], masks: list[Any], blind: dict[str, Any]) -> list[list[rle.RLE]]:
+        """[blind mask, oracle mask] as RLEs for each (image, GT) in the frame: the blind prompt (as
+        baselines.prompt_to_dict writes it) and the GT's oracle prompt through this actor's segmenter."""
+        start = time.perf_counter()
+        pixels = resolve_arrays([*images, *masks])  # ArrayRefs: one object-store fetch for all
+        prompt, count = prompt_from_dict(blind), len(images)
+        out = [rle.encode_masks(baseline_masks(self.segmenter, pixels[i], pixels[count + i], prompt))
+               for i in range(count)]
+        self._seconds["baselines_s"] += time.perf_counter() - start
+        return out
 
     def health(self) -> dict[str, Any]:
         return {"actor_id": self.actor_id, "ok": True, "segmenter": self.segmenter.name, "pid": os.getpid()}

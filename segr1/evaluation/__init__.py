@@ -7,6 +7,7 @@ Modules:
 - `benchmark`  `BenchmarkEvaluator`, `score_dataset`, `evaluate_predictions`: scoring benchmarks end to end
 - `results`    `BenchmarkResult` and its eval.json form (`eval_record`, `results_from_record`)
 - `report`     paper-style tables: `format_results`, `format_table` (of an eval.json record), `results_tables`
+- `sample_log` `SampleLog`: the per-sample CSV `segr1 eval` streams to and resumes from
 """
 
 from segr1.evaluation.benchmark import BenchmarkEvaluator, evaluate_predictions, score_dataset

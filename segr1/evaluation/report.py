@@ -1,7 +1,7 @@
 """The paper-style results tables (rich, or plain text); `report` returns them with the `eval.json` record.
 
-Foreground benchmarks are printed as the SOD/COD literature does: S_alpha, weighted F, mean and max E,
-max F and MAE to three decimals ("0.873"). Referring and reasoning benchmarks print cIoU and gIoU in
+Foreground benchmarks are printed as the SOD/COD literature does: S_alpha, weighted F, E-measure (mean, max,
+adaptive), F-measure (mean, max, adaptive) and MAE to three decimals ("0.873"). Referring and reasoning benchmarks print cIoU and gIoU in
 percent to one decimal ("71.4"). `eval.json` keeps every metric at full precision, as fractions.
 """
 
@@ -18,13 +18,14 @@ from segr1.evaluation.results import BenchmarkResult, eval_record, results_from_
 
 # (metric key, column header) in paper order
 FOREGROUND_COLUMNS = (("S", "S_alpha"), ("wF", "wF_beta"), ("E_mean", "E_mean"), ("E_max", "E_max"),
-                      ("F_max", "F_max"), ("MAE", "MAE"), ("gIoU", "mIoU"))
+                      ("E_adp", "E_adp"), ("F_mean", "F_mean"), ("F_max", "F_max"), ("F_adp", "F_adp"),
+                      ("MAE", "MAE"), ("gIoU", "mIoU"))
 OVERLAP_COLUMNS = (("cIoU", "cIoU"), ("gIoU", "gIoU"))
 
 
 def _foreground_table(results: Sequence[BenchmarkResult]) -> Table:
     table = Table(title="Foreground segmentation (SOD / COD)")
-    table.add_column("benchmark")
+    table.add_column("benchmark", no_wrap=True)
     table.add_column("n", justify="right")
     for _, header in FOREGROUND_COLUMNS:
         table.add_column(header, justify="right")
@@ -37,7 +38,7 @@ def _foreground_table(results: Sequence[BenchmarkResult]) -> Table:
 
 def _overlap_table(results: Sequence[BenchmarkResult]) -> Table:
     table = Table(title="Referring / reasoning segmentation (%)")
-    table.add_column("benchmark")
+    table.add_column("benchmark", no_wrap=True)
     table.add_column("task")
     table.add_column("n", justify="right")
     for _, header in OVERLAP_COLUMNS:

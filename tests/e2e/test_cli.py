@@ -1,4 +1,5 @@
-"""The `segr1` front door: data synth, eval and predict as a user calls them (subprocesses, real models)."""
+"""The `segr1` front door: data synth, eval (on local Ray pools) and predict as a user calls them (subprocesses,
+real models)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from tests.e2e import runs
+from tests.unit.eval_tables import expected_cells, table_cells
 
 SEGR1 = str(Path(sys.executable).with_name("segr1"))
 
@@ -38,17 +40,32 @@ def test_data_synth_writes_the_parquet_schema(synth):
     assert set(table.column("width").to_pylist()) == {64}
 
 
-def test_eval_prints_the_table_and_writes_eval_json(synth, tiny_vlm, tmp_path):
+def test_eval_on_the_pools_prints_eval_json_and_resumes(synth, tiny_vlm, tmp_path):
+    """The real tiny VLM on a local Ray cluster's rollout and reward pools (2 workers, 2 actors); then the same
+    eval interrupted after 3 samples (its CSV cut back, with a half-written line) is resumed."""
     out = tmp_path / "eval.json"
-    proc = runs.run([SEGR1, "eval", "--config", runs.CONFIG, "--checkpoint", tiny_vlm, "--out", str(out),
-                     f"data.eval={synth}", "data.frame_size=112"])
+    args = [SEGR1, "eval", "--config", runs.CONFIG, "--checkpoint", tiny_vlm, "--out", str(out),
+            f"data.eval={synth}", "data.frame_size=112", "rollout.num_workers=2", "reward.num_actors=2",
+            "rollout.max_batch_prompts=2"]
+    proc = runs.run(args)
     record = json.loads(out.read_text())
-    assert record["n"] == 6 and record["checkpoint"] == tiny_vlm
-    assert "eval.json" in proc.stdout
-    # blind and oracle rows under the policy's, and in eval.json: the oracle's GT box beats a fixed box
-    assert "blind (fixed prompt)" in proc.stdout and "oracle (GT box + point)" in proc.stdout
+    assert record["n"] == 6 and record["checkpoint"] == str(Path(tiny_vlm).resolve())
+    # the printed numbers are eval.json's: policy, blind and oracle rows
+    assert table_cells(proc.stdout) == expected_cells(record)
+    assert {"eval", "blind (fixed prompt)", "oracle (GT box + point)"} <= set(table_cells(proc.stdout))
     blind, oracle = (record["baselines"][k]["benchmarks"] for k in ("blind", "oracle"))
     assert oracle["oracle (GT box + point)"]["metrics"]["gIoU"] > blind["blind (fixed prompt)"]["metrics"]["gIoU"]
+
+    samples = tmp_path / "eval_samples.csv"
+    lines = samples.read_text().splitlines()
+    assert len(lines) == 7 and sorted(line.split(",")[0] for line in lines[1:]) == [str(i) for i in range(6)]
+    samples.write_text("\n".join(lines[:4]) + "\n" + lines[4][:30])  # 3 rows kept, the 4th cut mid-line
+    out.unlink()
+    resumed = runs.run(args)
+    assert "6/6 samples" in resumed.stderr and "3 from an earlier run" in resumed.stderr
+    assert json.loads(out.read_text()) == record and table_cells(resumed.stdout) == expected_cells(record)
+    indices = [line.split(",")[0] for line in samples.read_text().splitlines()[1:]]
+    assert sorted(indices) == [str(i) for i in range(6)]  # each sample exactly once
 
 
 def test_predict_writes_a_mask_of_the_image_size(tiny_vlm, tmp_path):

@@ -244,7 +244,7 @@ def test_overlong_shaping_enters_the_advantages_and_the_dynamic_sampling_rule(tm
     from segr1.protocol import Completion, GroupReward, RewardBreakdown, RolloutGroup
 
     # max_new_tokens 3, buffer 2, factor 0.4: a 1-token completion keeps its reward, a 3-token one loses 0.4
-    controller, pools, data, log = build(tmp_path, "algorithm.dynamic_sampling=true", "run.steps=1",
+    controller, _, data, log = build(tmp_path, "algorithm.dynamic_sampling=true", "run.steps=1",
                                          "rollout.max_new_tokens=3", "algorithm.overlong_buffer=2",
                                          "algorithm.overlong_factor=0.4", pools=FakePools(reward_of=lambda s, j: 0.3))
     samples = [data.load(0), data.load(1)]
