@@ -120,11 +120,12 @@ def evaluate_rows(cfg: Config, data: SegDataset, indices: Sequence[int], rollout
     start_time, ran = time.perf_counter(), 0
     for start in range(0, len(todo), chunk):
         part = todo[start:start + chunk]
-        scored = records.rollout_and_score(rollout, reward, [data.load(i) for i in part], sampling,
-                                           return_masks=True)
-        base = None
+        samples = records.by_reference([data.load(i) for i in part])  # pixels stored once for both passes
+        pending = None  # the blind and oracle masks are segmented while the engines generate
         if blind is not None and baselines is not None:
-            base = baselines.masks([s.image for s in scored.samples], [s.mask for s in scored.samples], blind)()
+            pending = baselines.masks([s.image for s in samples], [s.mask for s in samples], blind)
+        scored = records.rollout_and_score(rollout, reward, samples, sampling, return_masks=True)
+        base = pending() if pending is not None else None
         log.append([_row(i, data.task(i), group, score, None if base is None else base[k])
                     for k, (i, group, score) in enumerate(zip(part, scored.groups, scored.rewards))])
         ran += len(part)
