@@ -15,7 +15,7 @@ CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 def test_defaults_and_the_paper_config_are_one_update_per_batch_without_tis():
     for cfg in (load_config(None), load_config(CONFIGS / "segr1_cod_7b.yaml")):
         a = cfg.algorithm
-        assert (a.epochs, a.mini_batches, a.tis_cap) == (1, 1, None)
+        assert (a.epochs, a.mini_batches, a.tis_cap, a.overlong_buffer) == (1, 1, None, 0)
         assert cfg.learner.recompute_old_logp is False  # the engine's log-probs are the old ones
 
 
@@ -24,6 +24,7 @@ def test_dapo_variant_carries_dapos_choices_and_the_paper_setup():
     a = dapo.algorithm
     assert (a.clip_low, a.clip_high, a.agg, a.dynamic_sampling, a.beta) == (0.2, 0.28, "token-mean", True, 0.0)
     assert (a.epochs, a.mini_batches, a.tis_cap) == (1, 4, None)
+    assert (a.overlong_buffer, a.overlong_factor) == (80, 1.0) and dapo.rollout.max_new_tokens == 400
     # every rank (prompts_per_step / num_ranks groups) holds a whole group in each mini-batch
     assert (a.prompts_per_step // dapo.learner.num_ranks) % a.mini_batches == 0
     for group in ("model", "data", "rollout", "reward", "learner", "cluster"):
