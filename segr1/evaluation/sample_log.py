@@ -122,7 +122,7 @@ def _read_meta(path: Path) -> dict[str, Any]:
 
 
 def _check_identity(path: Path, old: Mapping[str, Any], new: Mapping[str, Any]) -> None:
-    for key in sorted(set(old) | set(new)):
+    for key in [*new, *(key for key in old if key not in new)]:  # the identity's own order: checkpoint first
         if old.get(key) != new.get(key):
             raise UsageError(f"{path}: written for {key}={old.get(key)!r}, this eval has {new.get(key)!r}; "
                              "pass --fresh to start over or --out to write elsewhere")

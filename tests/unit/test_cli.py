@@ -80,6 +80,21 @@ def test_eval_missing_checkpoint_and_bad_eval_data(capsys, files):
                             f"data.eval={files['bad.parquet']}"], files["bad.parquet"])
 
 
+def test_eval_refuses_to_resume_a_log_of_another_eval_in_one_line(capsys, files, tmp_path):
+    """Checked before Ray starts: rows of two evaluations never mix in one samples CSV."""
+    from segr1.data.synth import synthesize
+    from segr1.evaluation.sample_log import FIELDS
+
+    data = synthesize(tmp_path / "eval.parquet", n=2, seed=0, size=32)
+    (tmp_path / "eval_samples.csv").write_text(",".join(FIELDS) + "\n")
+    (tmp_path / "eval_samples.meta.json").write_text('{"identity": {"checkpoint": "/elsewhere/step_9"}}')
+    argv = ["eval", "--config", CONFIG, "--checkpoint", files["ckpt"], "--out", str(tmp_path / "eval.json"),
+            f"data.eval={data}"]
+    one_line_error(capsys, argv, "eval_samples.csv", "checkpoint='/elsewhere/step_9'", "--fresh")
+    (tmp_path / "eval_samples.meta.json").unlink()
+    one_line_error(capsys, argv, "eval_samples.meta.json", "--fresh")
+
+
 def test_predict_missing_checkpoint_image_config_and_output_folder(capsys, files):
     args = ["predict", "--checkpoint", files["ckpt"], "--out", str(Path(files["ckpt"]) / "mask.png")]
     one_line_error(capsys, ["predict", "--checkpoint", files["missing"], "--image", files["photo.png"], "--out",
