@@ -126,6 +126,8 @@ def evaluate_rows(cfg: Config, data: SegDataset, indices: Sequence[int], rollout
             pending = baselines.masks([s.image for s in samples], [s.mask for s in samples], blind)
         scored = records.rollout_and_score(rollout, reward, samples, sampling, return_masks=True)
         base = pending() if pending is not None else None
+        if [g.request_id for g in scored.groups] != [s.sample_id for s in samples]:
+            raise RuntimeError("rollout groups came back out of sample order: rows would get others' masks")
         log.append([_row(i, data.task(i), group, score, None if base is None else base[k])
                     for k, (i, group, score) in enumerate(zip(part, scored.groups, scored.rewards))])
         ran += len(part)
@@ -142,7 +144,7 @@ def _row(index: int, task: str, group: Any, score: Any, base: list[RLE] | None) 
         "reward": parts.reward, "iou": parts.iou, "s_measure": parts.s_measure, "reason": parts.reason,
         "tokens": len(completion.token_ids), "completion": json.dumps(completion.text),
         "mask": score.masks_rle[0]["counts"], "blind_mask": base[0]["counts"] if base else "",
-        "oracle_mask": base[1]["counts"] if base else "",
+        "oracle_mask": base[1]["counts"] if base else "", "worker": group.worker_id, "reward_actor": score.actor_id,
     }
 
 

@@ -32,6 +32,7 @@ FIELDS = (
     "format", "reward", "iou", "s_measure", "reason", "tokens",  # the reward's parts, in the training frame
     "completion",  # the policy's text, JSON-encoded (one line)
     "mask", "blind_mask", "oracle_mask",  # COCO RLE counts of the frame-sized masks ("" without baselines)
+    "worker", "reward_actor",  # where it ran: the rollout worker and the reward actor
 )
 
 

@@ -3,6 +3,7 @@ real models)."""
 
 from __future__ import annotations
 
+import csv
 import json
 import sys
 from pathlib import Path
@@ -57,6 +58,10 @@ def test_eval_on_the_pools_prints_eval_json_and_resumes(synth, tiny_vlm, tmp_pat
     assert oracle["oracle (GT box + point)"]["metrics"]["gIoU"] > blind["blind (fixed prompt)"]["metrics"]["gIoU"]
 
     samples = tmp_path / "eval_samples.csv"
+    with samples.open() as file:
+        rows = list(csv.DictReader(file))
+    assert {r["worker"] for r in rows} == {"rollout-0", "rollout-1"}  # data-parallel over both engines
+    assert {r["reward_actor"] for r in rows} <= {"reward-0", "reward-1"}
     lines = samples.read_text().splitlines()
     assert len(lines) == 7 and sorted(line.split(",")[0] for line in lines[1:]) == [str(i) for i in range(6)]
     samples.write_text("\n".join(lines[:4]) + "\n" + lines[4][:30])  # 3 rows kept, the 4th cut mid-line

@@ -200,6 +200,7 @@ def test_eval_json_equals_pysodmetrics_on_the_scripted_masks(data_path, tmp_path
     assert [int(r["index"]) for r in rows] == list(range(N)) and tuple(rows[0]) == FIELDS
     assert rows[5]["reason"] and float(rows[5]["reward"]) == 0.0
     assert json.loads(rows[0]["completion"]) == script[data.sample_ids[0]]
+    assert {(r["worker"], r["reward_actor"]) for r in rows} == {("scripted", "reward-0")}
 
 
 def test_the_printed_table_shows_eval_jsons_numbers(data_path, tmp_path):
