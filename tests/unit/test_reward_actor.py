@@ -187,3 +187,17 @@ def test_baselines_through_the_actors_segmenter():
     assert scores.blind_iou[0] > 0.95 and scores.oracle_iou[0] > 0.95
     assert [len(call) for call in segmenter.calls] == [56, 56, 2]  # family (mean box = a grid box), then 2
     assert actor.stats()["baselines_s"] > 0
+
+    # segr1 eval's per-sample masks: [blind, oracle] RLEs of each frame from one segmenter call, the same masks
+    # the IoUs above came from; an empty GT's oracle predicts nothing
+    from reward_server.baselines import prompt_to_dict
+    from reward_server.rle import decode_masks
+
+    segmenter.calls.clear()
+    empty = np.zeros_like(mc)
+    (blind_c, oracle_c), (blind_e, oracle_e) = (
+        decode_masks(rles) for rles in actor.baseline_masks([c, c], [mc, empty], prompt_to_dict(scores.blind)))
+    assert [len(call) for call in segmenter.calls] == [2, 1]
+    for mask, iou in ((blind_c, scores.blind_iou[0]), (oracle_c, scores.oracle_iou[0])):
+        assert (mask & mc).sum() / (mask | mc).sum() == pytest.approx(iou)
+    assert (blind_e == blind_c).all() and not oracle_e.any()
