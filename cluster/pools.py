@@ -42,7 +42,7 @@ class Pools:
             if members != self._group_members:  # first sync, or the pool changed: (re)form the group
                 weight_sync.connect(self.learner, members, self.collective)
                 self._group_members = members
-            return weight_sync.broadcast(self.learner, members)
+            return weight_sync.broadcast(self.learner, members, self.cfg.learner.sync.timeout_s)
         version, bucket_refs = self.learner.publish_weights()
         self.rollout.update_weights(bucket_refs, version)
         return version

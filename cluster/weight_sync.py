@@ -6,7 +6,11 @@ This module holds what needs the actor handles: forming the group and running on
 
     backend = collective_backend(cfg)          # None: the object store carries the buckets
     connect(learner, workers, backend)         # again (new port) whenever the rollout pool changes
-    version = broadcast(learner, workers)
+    version = broadcast(learner, workers, timeout_s)
+
+A sync that outlives `learner.sync.timeout_s` raises segr1.faults.StageError naming a member still blocked: over
+a collective, every member waits for every other, so no member can be replaced mid-sync (the object-store path
+replaces a hung worker instead: rollout/pool.py).
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from __future__ import annotations
 from typing import Any
 
 from segr1.config import Config
+from segr1.faults import StageError
 from segr1.weight_sync import sync_backend
 
 
@@ -38,12 +43,19 @@ def connect(learner: Any, workers: list[Any], backend: str) -> None:
     ray.get(learner.join_weight_sync_async(host, port, world_size, backend) + joins)  # they meet concurrently
 
 
-def broadcast(learner: Any, workers: list[Any]) -> int:
+def broadcast(learner: Any, workers: list[Any], timeout_s: float | None = None) -> int:
     """One collective sync: every worker receives while the learner sends. Returns the new weights version."""
     import ray
 
     receives = [w.receive_weights.remote() for w in workers]
-    version = ray.get(learner.broadcast_weights_async())[0]
+    sends = learner.broadcast_weights_async()
+    _, blocked = ray.wait([*sends, *receives], num_returns=len(sends) + len(receives), timeout=timeout_s)
+    if blocked:
+        who = (f"learner rank {sends.index(blocked[0])}" if blocked[0] in sends
+               else f"rollout worker {receives.index(blocked[0])} of the pool")
+        raise StageError("weight_sync", who, f"the collective broadcast did not finish within "
+                         f"learner.sync.timeout_s={timeout_s:g}s ({len(blocked)} members still in it)")
+    version = ray.get(sends)[0]
     received = ray.get(receives)
     if any(v != version for v in received):
         raise RuntimeError(f"weight sync: learner sent version {version}, workers report {received}")

@@ -5,9 +5,13 @@
 - Dynamic batching: up to `reward.max_batch_groups` groups per call, split evenly over the free actors; a
   part-filled batch waits at most `reward.max_wait_s` for more groups (from this or other callers).
 - Faults: actors restart forever (Ray `max_restarts=-1`) but Ray does not retry their calls itself; when an
-  actor dies mid-call the pool puts that call's groups back at the head of the queue, preferring another
-  actor, at most `reward.max_retries` times per group. Every group's result is delivered exactly once.
-- `score` raises TimeoutError after `reward.timeout_s`, naming the groups still pending and where they are.
+  actor dies mid-call, or a call outlives `reward.timeout_s` (the actor is hung: the pool kills it and Ray
+  restarts it), the pool puts that call's groups back at the head of the queue, preferring another actor, at
+  most `reward.max_retries` times per group; then the group fails with segr1.faults.StageError naming it and
+  the actor. Every group's result is delivered exactly once; a failed group is never given a reward.
+- `gather(..., drop_failed=True)` returns None for a group that failed so (the trainer drops and counts it).
+- `score` / `gather` raise TimeoutError after (reward.max_retries + 2) x reward.timeout_s, a backstop past
+  every group's own bound, naming the groups still pending and where they are.
 - `resize(m)` adds actors, or stops routing to removed ones and kills each once its calls have finished.
 - `baselines(...)` runs the blind/oracle baselines on one actor (outside the batching queue), so they use
   the run's own segmenter; an actor that dies meanwhile is retried like a group, up to `reward.max_retries`.
@@ -33,9 +37,11 @@ from reward_server.actor import RewardActor
 from reward_server.baselines import BaselineScores
 from reward_server.throughput import Throughput
 from segr1.config import Config
+from segr1.faults import StageError
 from segr1.protocol import GroupReward, RewardRequest
 
 BATCHES_PER_ACTOR = 2  # one call running and one queued behind it, so an actor never idles between calls
+PROBE_EVERY_S = 0.2  # how often a restarting actor is asked whether it is back
 
 
 @dataclass(eq=False)
@@ -46,6 +52,7 @@ class _Ticket:  # one group on its way through the pool
     failures: int = 0
     actor_id: str = ""  # the actor it is in flight on ("" while queued)
     failed_on: str = ""  # the actor whose death last sent it back to the queue
+    hung_on: str = ""  # the actor last killed for holding it past reward.timeout_s
 
 
 @dataclass(eq=False)
@@ -55,6 +62,10 @@ class _Slot:
     batches: int = 0  # calls in flight
     groups: int = 0  # groups in flight
     draining: bool = False
+    # after a call was lost the actor is restarting (Ray rejects calls meanwhile): no work until it answers a
+    # health probe, so requeued groups wait for it instead of spending their retries on its restart
+    recovering: bool = False
+    probe_at: float = 0.0  # when to send the next probe (none in flight)
 
 
 class RewardPool:
@@ -71,6 +82,8 @@ class RewardPool:
         self._slots: dict[str, _Slot] = {}
         self._pending: deque[_Ticket] = deque()
         self._in_flight: dict[ray.ObjectRef, tuple[_Slot, list[_Ticket]]] = {}
+        self._sent_at: dict[ray.ObjectRef, float] = {}  # when each call in flight was sent (hung-call timeout)
+        self._probes: dict[ray.ObjectRef, _Slot] = {}  # health probes of recovering actors
         self._actor_numbers = itertools.count()
         self._stopped = False
         self._throughput = Throughput()
@@ -91,12 +104,21 @@ class RewardPool:
         """Rewards of all groups, in request order, each exactly once; TimeoutError after reward.timeout_s."""
         return self.gather(self.submit(requests))
 
-    def gather(self, futures: Sequence[Future]) -> list[GroupReward]:
-        """The results of `submit`'s futures, in their order; TimeoutError after reward.timeout_s from now,
-        naming the groups still pending (they are cancelled). Streaming callers submit shard by shard."""
-        deadline = time.monotonic() + self._cfg.reward.timeout_s
+    def gather(self, futures: Sequence[Future], drop_failed: bool = False) -> list[GroupReward | None]:
+        """The results of `submit`'s futures, in their order; with drop_failed, None for a group whose retries
+        are spent (StageError) instead of raising it. TimeoutError after the backstop (module docstring) from
+        now, naming the groups still pending (they are cancelled). Streaming callers submit shard by shard."""
+        deadline = time.monotonic() + self._cfg.reward.timeout_s * (self._cfg.reward.max_retries + 2)
+        results: list[GroupReward | None] = []
         try:
-            return [future.result(timeout=max(deadline - time.monotonic(), 0.0)) for future in futures]
+            for future in futures:
+                try:
+                    results.append(future.result(timeout=max(deadline - time.monotonic(), 0.0)))
+                except StageError:
+                    if not drop_failed:
+                        raise
+                    results.append(None)
+            return results
         except TimeoutError:
             with self._lock:
                 tickets = {id(t.future): t for t in [*self._pending, *self._in_flight_tickets()]}
@@ -206,8 +228,8 @@ class RewardPool:
                 ticket.future.cancel()  # a result arriving later is dropped
             where = ", ".join(f"{t.request.group_id} ({t.actor_id or 'queued'})" for t in late)
         return (
-            f"reward pool: {len(late)} of {total} groups not scored within reward.timeout_s="
-            f"{self._cfg.reward.timeout_s}s, as group (actor holding it): {where}"
+            f"reward pool: {len(late)} of {total} groups not scored within (reward.max_retries + 2) x "
+            f"reward.timeout_s={self._cfg.reward.timeout_s}s, as group (actor holding it): {where}"
         )
 
     def _run(self) -> None:
@@ -217,15 +239,19 @@ class RewardPool:
                 with self._lock:
                     if self._stopped:
                         return
+                    self._probe(time.monotonic())
                     self._dispatch(time.monotonic())
-                    refs = list(self._in_flight)
+                    refs = [*self._in_flight, *self._probes]
+                    recovering = any(slot.recovering for slot in self._slots.values())
                     if not refs:
-                        self._lock.wait(timeout=self._cfg.reward.max_wait_s if self._pending else None)
+                        wait = self._pending or recovering
+                        self._lock.wait(timeout=max(self._cfg.reward.max_wait_s, PROBE_EVERY_S) if wait else None)
                         continue
                 # Short waits so groups submitted meanwhile are batched within about max_wait_s.
                 ready, _ = ray.wait(refs, num_returns=1, timeout=max(self._cfg.reward.max_wait_s, 0.005))
                 for ref in ready:
-                    self._collect(ref)
+                    self._probed(ref) if ref in self._probes else self._collect(ref)
+                self._kill_hung(time.monotonic())
         except Exception as error:  # noqa: BLE001  callers must not wait for a dead dispatcher until timeout
             self._stopped = True
             self._fail_all(RuntimeError(f"reward pool dispatcher failed: {error!r}"))
@@ -240,7 +266,7 @@ class RewardPool:
         live = [slot for slot in self._slots.values() if not slot.draining]
         max_groups, max_wait_s = self._cfg.reward.max_batch_groups, self._cfg.reward.max_wait_s
         while self._pending:
-            free = [slot for slot in live if slot.batches < BATCHES_PER_ACTOR]
+            free = [slot for slot in live if slot.batches < BATCHES_PER_ACTOR and not slot.recovering]
             filling = len(self._pending) < max_groups and now - self._pending[0].enqueued_at < max_wait_s
             if not free or filling:
                 return  # no actor can take work, or a fuller batch may still form
@@ -255,6 +281,7 @@ class RewardPool:
                 ticket.actor_id = slot.actor_id
             ref = slot.handle.score.remote([ticket.request for ticket in batch])
             self._in_flight[ref] = (slot, batch)
+            self._sent_at[ref] = now
             slot.batches += 1
             slot.groups += len(batch)
             self._throughput.set_busy(True, now)
@@ -271,14 +298,55 @@ class RewardPool:
         self._pending.extendleft(reversed(kept))
         return taken
 
+    def _probe(self, now: float) -> None:
+        """Send a health probe to each recovering actor that has none in flight and is due one (lock held)."""
+        for slot in self._slots.values():
+            if slot.recovering and slot.probe_at and now >= slot.probe_at:
+                slot.probe_at = 0.0
+                self._probes[slot.handle.health.remote()] = slot
+
+    def _probed(self, ref: ray.ObjectRef) -> None:
+        """A probe answered: the actor takes work again; or it failed: probe again shortly."""
+        with self._lock:
+            slot = self._probes.pop(ref)
+        try:
+            ray.get(ref)
+        except RayActorError:
+            with self._lock:
+                slot.probe_at = time.monotonic() + PROBE_EVERY_S
+            return
+        with self._lock:
+            slot.recovering = False
+            self._lock.notify_all()
+
+    def _kill_hung(self, now: float) -> None:
+        """Kill the actor of every call older than reward.timeout_s (Ray restarts it): the call then fails as
+        in a death and its groups are requeued (an actor's other queued call goes back with it)."""
+        timeout_s = self._cfg.reward.timeout_s
+        with self._lock:
+            hung = [ref for ref, sent in self._sent_at.items() if now - sent > timeout_s]
+            slots = []
+            for ref in hung:
+                del self._sent_at[ref]
+                slot, batch = self._in_flight[ref]
+                for ticket in batch:
+                    ticket.hung_on = slot.actor_id
+                slots.append(slot)
+        for slot in slots:
+            ray.kill(slot.handle, no_restart=False)
+
     def _collect(self, ref: ray.ObjectRef) -> None:
         """Deliver a finished call's results, or requeue its groups if the actor died."""
         with self._lock:
             slot, batch = self._in_flight.pop(ref)
+            self._sent_at.pop(ref, None)
         try:
             results: list[GroupReward] = ray.get(ref)
         except RayActorError as error:
             self._requeue(slot, batch, error)
+            with self._lock:
+                if not slot.recovering:
+                    slot.recovering, slot.probe_at = True, time.monotonic()
         except RayError as error:  # the actor raised: deterministic, so retrying would fail again
             for ticket in batch:
                 _resolve(ticket.future, exception=error)
@@ -309,15 +377,13 @@ class RewardPool:
             for ticket in batch:
                 ticket.failures += 1
                 ticket.actor_id, ticket.failed_on = "", slot.actor_id
+                why = (f"hung past reward.timeout_s={self._cfg.reward.timeout_s:g}s, killed"
+                       if ticket.hung_on == slot.actor_id else f"died: {type(error).__name__}")
+                ticket.hung_on = ""
                 if ticket.failures > retry_limit:
-                    _resolve(
-                        ticket.future,
-                        exception=RuntimeError(
-                            f"reward group {ticket.request.group_id!r} lost {ticket.failures} times to dying "
-                            f"actors (last {slot.actor_id}); reward.max_retries={retry_limit}: "
-                            f"{type(error).__name__}"
-                        ),
-                    )
+                    _resolve(ticket.future, exception=StageError("score", slot.actor_id, (
+                        f"reward group {ticket.request.group_id!r} lost {ticket.failures} times to dying or hung "
+                        f"actors (last {slot.actor_id}: {why}); reward.max_retries={retry_limit}")))
                 elif not ticket.future.cancelled():
                     retry.append(ticket)
             self._throughput.add(retries=len(retry))

@@ -7,22 +7,26 @@
     pool.resize(3)                                                   # the new worker loads version 3 first
 
 Requests are cut into contiguous, balanced shards (segr1.shards), one per worker, so putting the results back
-in order is a concatenation. A worker that dies mid-call is replaced by a fresh one at the latest
-weights and its shard re-run (up to cfg.rollout.max_retries times).
+in order is a concatenation. A worker that dies mid-call, or whose call outlives `rollout.timeout_s` (hung:
+it is killed), is replaced by a fresh one at the latest weights and its shard re-run with the same seed (up to
+`rollout.max_retries` times; then segr1.faults.StageError names the stage and the worker). A worker that does
+not take a weight update within `learner.sync.timeout_s` is replaced the same way.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
 import ray
-from ray.exceptions import RayActorError
+from ray.exceptions import GetTimeoutError, RayActorError
 
 from rollout.worker import RolloutWorker
 from segr1.config import Config
+from segr1.faults import StageError
 from segr1.protocol import GenerationRequest, RolloutGroup, SamplingParams
 from segr1.shards import balanced_shards
 from segr1.weights import TensorBucket, WeightBucket
@@ -70,11 +74,12 @@ class RolloutPool:
 
     def _bring_up(self, workers: list[tuple[str, Any]]) -> None:
         """Wait until new workers are loaded and, if weights were published, hold the latest version."""
+        timeout_s = self.cfg.rollout.timeout_s  # a worker that loads its model for longer counts as hung
         if self._latest is None:
-            ray.get([actor.health.remote() for _, actor in workers])
+            ray.get([actor.health.remote() for _, actor in workers], timeout=timeout_s)
         else:
             version, refs = self._latest
-            ray.get([actor.update_weights.remote(refs, version) for _, actor in workers])
+            ray.get([actor.update_weights.remote(refs, version) for _, actor in workers], timeout=timeout_s)
 
     def resize(self, num_workers: int) -> None:
         """Grow (new workers get the latest weights before they serve) or shrink (removed workers drain)."""
@@ -112,7 +117,7 @@ class RolloutPool:
                 try:
                     self._bring_up([fresh])
                     break
-                except RayActorError:
+                except (RayActorError, GetTimeoutError):
                     # Its node died too: a node lost without warning counts as alive until its heartbeats are
                     # missed, so Ray may place the replacement there; the next one goes to a live node.
                     ray.kill(fresh[1])
@@ -139,7 +144,7 @@ class RolloutPool:
                         sampling: SamplingParams) -> Iterator[tuple[int, list[RolloutGroup]]]:
         """(index of the shard's first request, its groups), one per shard, in the order the shards finish
         (ray.wait), so a caller can score a shard while the others still generate. Same shards and seeds as
-        `generate`; a shard whose worker died is re-run on a replacement and yielded once."""
+        `generate`; a shard whose worker died or hung is re-run on a replacement and yielded once."""
         with self._lock:
             workers = list(self._workers)
         shards = [(i, a, b) for i, (a, b) in enumerate(balanced_shards(len(requests), len(workers))) if b > a]
@@ -149,21 +154,32 @@ class RolloutPool:
             return actors[i][1].generate.remote(requests[a:b], params)
 
         actors = {i: workers[i] for i, _, _ in shards}
+        timeout_s, max_retries = self.cfg.rollout.timeout_s, self.cfg.rollout.max_retries
         pending = {submit(i, a, b): (i, a, b) for i, a, b in shards}
+        deadlines = dict.fromkeys(pending, time.monotonic() + timeout_s)
         retries = dict.fromkeys(actors, 0)
         while pending:
-            [ref], _ = ray.wait(list(pending), num_returns=1)
+            ready, _ = ray.wait(list(pending), num_returns=1,
+                                timeout=max(min(deadlines.values()) - time.monotonic(), 0.0))
+            ref = ready[0] if ready else min(deadlines, key=deadlines.__getitem__)  # else the first one due
             i, a, b = pending.pop(ref)
-            try:
-                groups = ray.get(ref)
-            except RayActorError:
-                if retries[i] == self.cfg.rollout.max_retries:
-                    raise
-                retries[i] += 1
-                actors[i] = self._replace(actors[i][0])
-                pending[submit(i, a, b)] = (i, a, b)
+            del deadlines[ref]
+            failure = f"generate did not return within rollout.timeout_s={timeout_s:g}s" if not ready else ""
+            if ready:
+                try:
+                    groups = ray.get(ref)
+                except RayActorError as error:
+                    failure = f"the worker died during generate ({type(error).__name__})"
+            if not failure:
+                yield a, groups
                 continue
-            yield a, groups
+            if retries[i] == max_retries:
+                raise StageError("generate", actors[i][0], f"{failure}; its {b - a} prompts were tried "
+                                 f"{retries[i] + 1} times (rollout.max_retries={max_retries})")
+            retries[i] += 1
+            actors[i] = self._replace(actors[i][0])  # the dead or hung worker is killed
+            ref = submit(i, a, b)
+            pending[ref], deadlines[ref] = (i, a, b), time.monotonic() + timeout_s
 
     # ------------------------------------------------------------------------------------------- weights
     def update_weights(self, buckets: list[Any], version: int) -> None:
@@ -175,12 +191,20 @@ class RolloutPool:
         with self._lock:
             self._latest = (int(version), refs)
             workers = list(self._workers)
-        pending = [(worker_id, actor.update_weights.remote(refs, version)) for worker_id, actor in workers]
-        for worker_id, ref in pending:
+        pending = {actor.update_weights.remote(refs, version): worker_id for worker_id, actor in workers}
+        timeout_s = self.cfg.learner.sync.timeout_s
+        done, failed = ray.wait(list(pending), num_returns=len(pending), timeout=timeout_s)  # failed: hung
+        for ref in done:
             try:
                 ray.get(ref)
             except RayActorError:
-                self._replace(worker_id)  # the fresh worker loads the latest weights as it comes up
+                failed.append(ref)
+        for ref in failed:
+            try:  # dead or hung: a fresh worker loads the latest weights as it comes up; the old one is killed
+                self._replace(pending[ref])
+            except (RayActorError, GetTimeoutError) as error:
+                raise StageError("weight_sync", pending[ref], f"its replacement could not load version {version} "
+                                 f"({type(error).__name__})") from None
 
     @property
     def weights_version(self) -> int:

@@ -88,37 +88,11 @@ def test_requests_by_reference_score_like_requests_by_value():
     assert [r.masks_rle for r in got] == [r.masks_rle for r in expected]
 
 
-def test_killing_an_actor_mid_batch_loses_and_duplicates_nothing():
-    cfg = load_config(overrides=BASE)
-    requests = _requests(8, size=256)  # about half a second of GrabCut per call: the kill lands mid-call
-    reference = RewardActor(cfg).score(requests)
-    with RewardPool(cfg, num_actors=2) as pool:
-        _wait_until_ready(pool)
-        futures = pool.submit(requests)
-        time.sleep(0.2)
-        ray.kill(pool.actor_handles()["reward-0"], no_restart=False)  # Ray restarts it; its calls fail
-        results = [future.result(timeout=120) for future in futures]
-        stats = pool.stats()
-    assert stats["retries_total"] >= 1
-    assert [r.group_id for r in results] == [f"g{i}" for i in range(8)]  # each group exactly once, in order
-    assert [r.breakdowns for r in results] == [r.breakdowns for r in reference]
-    assert stats["groups_total"] == 8
-
-
-def test_a_group_that_keeps_losing_its_actor_fails_with_its_id():
-    cfg = load_config(overrides=[*BASE, "reward.max_retries=0"])
-    with RewardPool(cfg, num_actors=1) as pool:
-        _wait_until_ready(pool)
-        futures = pool.submit(_requests(2, size=256))
-        time.sleep(0.2)
-        ray.kill(pool.actor_handles()["reward-0"], no_restart=False)
-        with pytest.raises(RuntimeError, match=r"reward group 'g0' lost 1 times .*reward.max_retries=0"):
-            futures[0].result(timeout=60)
-
-
 def test_timeout_names_the_pending_groups():
     cfg = load_config(overrides=[*BASE, "reward.timeout_s=0.05"])
-    pending = r"3 of 3 groups not scored within reward.timeout_s=0.05s.*: g0 \(reward-0\), g1 \(reward-0\)"
+    # the backstop: every call is killed after 0.05 s, and its groups wait for the actor's restart meanwhile
+    pending = (r"3 of 3 groups not scored within \(reward.max_retries \+ 2\) x reward.timeout_s=0.05s.*: "
+               r"g0 \((reward-0|queued)\), g1 \((reward-0|queued)\)")
     with RewardPool(cfg, num_actors=1) as pool, pytest.raises(TimeoutError, match=pending):
         pool.score(_requests(3, size=256))
 
