@@ -31,6 +31,7 @@ from cluster.warm_start import warm_start_items
 from learner.grpo import group_advantages, overlong_penalty
 from segr1.config import Config
 from segr1.data.dataset import EpochSampler, SegDataset
+from segr1.faults import StageError, due
 from segr1.protocol import Sample
 
 OVERLAYS = 2  # training overlays per overlay step: the first groups of the batch
@@ -61,17 +62,21 @@ class Controller:
         # async mode: (data cursor before the draw, batch in flight), oldest first
         self._ahead: deque[tuple[dict[str, Any], Future]] = deque()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="segr1-rollout-ahead")
+        self.learner_restarts = 0  # learner groups restarted from a checkpoint after a failure (metrics)
+        self._fired: set[object] = set()  # fault drills already fired: each fires once, also across a restart
 
     @classmethod
     def from_config(cls, cfg: Config, model_path: str, train_path: str, eval_path: str) -> Controller:
         """The job's controller: Ray pools, the Parquet data sets, the evaluator and the run's logger."""
         from cluster.pools import Pools
+        from cluster.sample_reader import RemoteSamples
         from cluster.telemetry.logger import RunLogger
 
         train = SegDataset(train_path, cfg.data.frame_size)
         evaluator = Evaluator(cfg, SegDataset(eval_path, cfg.data.frame_size), train=train)
         log = RunLogger(cfg, cfg.run_dir, tui=False)  # the driver draws the live view
-        return cls(cfg, Pools(cfg, model_path), train, evaluator, log, model_path)
+        # pixels are loaded and stored by a reader actor: the controller handles ids and references only
+        return cls(cfg, Pools(cfg, model_path), RemoteSamples(train), evaluator, log, model_path)
 
     # ------------------------------------------------------------------------------------------ the loop
     def run(self) -> list[dict[str, Any]]:
@@ -88,7 +93,13 @@ class Controller:
             while self.step < self.last_step:
                 self._apply_requests()
                 self._faults()
-                metrics = self.train_step()
+                try:
+                    metrics = self.train_step()
+                except StageError as error:
+                    if error.service != "learner":
+                        raise error.at_step(self.step + 1) from None
+                    self._restart_learner(error.at_step(self.step + 1))  # back to the newest checkpoint
+                    continue
                 self.step += 1
                 metrics["step"] = self.step
                 last = self.step == self.last_step
@@ -146,9 +157,11 @@ class Controller:
             "weights/version": self.version,
             "pipeline/staleness": max(trained_version - g.weights_version for g in batch.groups),
             "data/groups_trained": len(items),
-            "data/groups_drawn": len(batch.groups),
+            "data/groups_drawn": len(batch.samples),  # scored, plus dropped ones
             "data/groups_filtered": len(batch.groups) - len(items),  # equal rewards, or a refill surplus
             "data/draws": len(draws),
+            "data/groups_dropped": len(batch.dropped),  # their scoring failed for good: not trained, not faked
+            "learner/restarts": self.learner_restarts,
             "reward/overlong_penalty": float(self._overlong(batch).mean()),  # 0 unless algorithm.overlong_buffer
             "data/epoch": self.sampler.state_dict()["epoch"],
             "data/sample_ids": [s.sample_id for s in batch.samples],
@@ -156,8 +169,9 @@ class Controller:
             **self.pools.metrics(),
         }
         if self._overlay_step(self.step):
-            self.evaluator.save_overlays(self.step + 1, batch.samples[:OVERLAYS], batch.groups[:OVERLAYS],
-                                         batch.rewards[:OVERLAYS], self.log)
+            by_id = {s.sample_id: s for s in batch.samples}  # a dropped group has a sample but no group
+            self.evaluator.save_overlays(self.step + 1, [by_id[g.request_id] for g in batch.groups[:OVERLAYS]],
+                                         batch.groups[:OVERLAYS], batch.rewards[:OVERLAYS], self.log)
         return metrics
 
     # ------------------------------------------------------------------------------------------ stages
@@ -205,9 +219,14 @@ class Controller:
         a refill draw of the same step, sampled from its own random stream."""
         sampling = self.cfg.rollout.sampling_params(
             self.cfg.algorithm.group_size, seed=self.cfg.run.seed * 1_000_003 + step + draw * 10_000_019)
-        # the step that draws overlays gets its first groups' masks with their rewards (no second scoring)
-        return records.rollout_and_score(self.pools.rollout, self.pools.reward, samples, sampling,
-                                         masks_first=OVERLAYS if self._overlay_step(step) else 0)
+        # the step that draws overlays gets its first groups' masks with their rewards (no second scoring); a
+        # group whose scoring failed for good is dropped and counted, never given a reward it did not earn
+        try:
+            return records.rollout_and_score(self.pools.rollout, self.pools.reward, samples, sampling,
+                                             masks_first=OVERLAYS if self._overlay_step(step) else 0,
+                                             drop_failed=True)
+        except StageError as error:
+            raise error.at_step(step + 1) from None
 
     def _overlay_step(self, step: int) -> bool:
         """Whether the update from `step` (0-based; its row is step + 1) draws training overlays."""
@@ -220,8 +239,9 @@ class Controller:
         self.version = self.pools.publish_weights()
         return time.perf_counter() - t0
 
-    def _warm_start(self) -> None:
-        """Supervised warm start on grammar-only targets with random coordinates (localisation is left to RL)."""
+    def _warm_start(self, log: bool = True) -> None:
+        """Supervised warm start on grammar-only targets with random coordinates (localisation is left to RL).
+        log=False: a replay after a learner restart, whose rows (the same, it is seeded) are logged already."""
         ws = self.cfg.algorithm.warm_start
         rng = np.random.default_rng(self.cfg.run.seed + 17)
         for i in range(ws.steps):
@@ -229,7 +249,7 @@ class Controller:
             items = warm_start_items([self.data.load(int(j)) for j in indices], self.model_path,
                                      self.cfg.data.frame_size, rng)
             stats = self.pools.learner.sft_step(items)
-            if (i + 1) % 10 == 0 or i + 1 == ws.steps:
+            if log and ((i + 1) % 10 == 0 or i + 1 == ws.steps):
                 self._log({"warm_start/step": i + 1, **stats})
         self.pools.learner.reset_reference()  # the RL stage's reference is its own starting point
         self.pools.learner.reset_optimizer()  # and its Adam moments start fresh
@@ -276,11 +296,47 @@ class Controller:
                                               "before_step": self.step + 1})
 
     def _faults(self) -> None:
+        """Fault drills due before this step (segr1.faults): kills now, in-call faults armed for the next call.
+        Each fires once per job process, so the steps a learner restart replays run clean."""
         faults = self.cfg.faults
-        if faults.kill_reward_actor_at_step == self.step:
-            self.pools.kill_one("reward")
-        if faults.kill_rollout_worker_at_step == self.step:
-            self.pools.kill_one("rollout")
+        for key, which in (("kill_reward_actor_at_step", "reward"), ("kill_rollout_worker_at_step", "rollout")):
+            if getattr(faults, key) == self.step and key not in self._fired:
+                self._fired.add(key)
+                self.pools.kill_one(which)
+        for stage, action in due(faults, self.step):
+            if (stage, action) not in self._fired:
+                self._fired.add((stage, action))
+                self.pools.arm_fault(stage, action)
+
+    def _restart_learner(self, error: StageError) -> None:
+        """The learner died or hung: a fresh group from the newest checkpoint (or from the start when there is
+        none yet), after a backoff; the rollout workers get the restored weights. At most learner.max_restarts
+        times per run, then the error ends the run."""
+        learner = self.cfg.learner
+        if self.learner_restarts >= learner.max_restarts:
+            raise StageError(error.stage, error.actor, f"{error.detail}; not restarted again after "
+                             f"learner.max_restarts={learner.max_restarts}", error.step) from error
+        self.learner_restarts += 1
+        wait_s = learner.restart_backoff_s * 2 ** (self.learner_restarts - 1)
+        print(f"segr1: {error}; restarting the learner ({self.learner_restarts} of {learner.max_restarts}) "
+              f"from the newest checkpoint in {wait_s:g} s", flush=True)
+        time.sleep(wait_s)
+        for _, future in self._ahead:  # batches drawn after the checkpoint: redrawn from its cursor, in order
+            future.exception()  # wait for it; discarded whether it finished or failed
+        self._ahead.clear()
+        self.pools.restart_learner()
+        state = load_latest(self.cfg, self.pools.learner)
+        if state is not None:
+            self._restore(state)
+            self._broadcast()
+            return
+        self.step, self.version = 0, 0  # no checkpoint yet: the run starts over (its start eval is kept)
+        self.sampler = EpochSampler(len(self.data), seed=self.cfg.run.seed)
+        self.log.rewind(0)
+        self.history = self.history[:1]
+        self._broadcast()
+        if self.cfg.algorithm.warm_start.steps > 0:
+            self._warm_start(log=False)
 
     # ------------------------------------------------------------------------------------------ state
     def progress(self) -> dict[str, Any]:
@@ -302,8 +358,11 @@ class Controller:
 
     def _resume(self) -> None:
         state = load_latest(self.cfg, self.pools.learner)
-        if state is None:
-            return
+        if state is not None:
+            self._restore(state)
+
+    def _restore(self, state: dict[str, Any]) -> None:
+        """The loop's state as checkpointed with the learner's (which load_latest restored already)."""
         self.step, self.version = int(state["step"]), int(state["version"])
         self.log.rewind(self.step)  # rows logged after the checkpoint are replayed, so drop them
         self.sampler.load_state_dict(state["sampler"])

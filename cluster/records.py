@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from segr1.faults import StageError
 from segr1.protocol import (
     ArrayRef,
     GenerationRequest,
@@ -38,7 +39,8 @@ class ScoredBatch:
     samples hold their pixels as ArrayRefs (by_reference), the ones the requests carried: train_items and the
     overlays reuse them without storing the pixels again. rollout_s: until the last shard was generated;
     reward_s: from the first group sent to the reward pool until the last was scored; reward_exposed_s: the
-    part of reward_s after generation ended (equal to reward_s when nothing streams).
+    part of reward_s after generation ended (equal to reward_s when nothing streams). dropped: ids of samples
+    whose group could not be scored (drop_failed): they have a sample but no group or reward.
     """
 
     samples: list[Sample]
@@ -47,10 +49,11 @@ class ScoredBatch:
     rollout_s: float = 0.0
     reward_s: float = 0.0
     reward_exposed_s: float = 0.0
+    dropped: list[str] = dataclasses.field(default_factory=list)
 
 
 def rollout_and_score(rollout: Any, reward: Any, samples: list[Sample], sampling: SamplingParams, *,
-                      return_masks: bool = False, masks_first: int = 0) -> ScoredBatch:
+                      return_masks: bool = False, masks_first: int = 0, drop_failed: bool = False) -> ScoredBatch:
     """Generate `sampling.n` completions per sample on `rollout` and score them on `reward`.
 
     rollout: anything with RolloutWorker.generate (the Ray RolloutPool, or a worker in-process);
@@ -59,11 +62,13 @@ def rollout_and_score(rollout: Any, reward: Any, samples: list[Sample], sampling
     (RewardPool.submit / gather), each shard's groups are scored while later shards still generate.
     return_masks: the rewards also carry each completion's mask (COCO RLE), for overlays and evaluation;
     masks_first: only the first that many groups do (training overlays), when return_masks is False.
+    drop_failed: a group whose scoring failed for good (the reward pool spent its retries) is left out and
+    listed in `dropped`, not given a reward; StageError when every group failed. Needs a streaming reward pool.
     """
     samples = by_reference(samples)
     requests = generation_requests(samples)
     if hasattr(rollout, "generate_shards") and hasattr(reward, "submit"):
-        return _streamed(rollout, reward, samples, requests, sampling, return_masks, masks_first)
+        return _streamed(rollout, reward, samples, requests, sampling, return_masks, masks_first, drop_failed)
     t0 = time.perf_counter()
     groups = rollout.generate(requests, sampling)
     t1 = time.perf_counter()
@@ -73,7 +78,7 @@ def rollout_and_score(rollout: Any, reward: Any, samples: list[Sample], sampling
 
 
 def _streamed(rollout: Any, reward: Any, samples: list[Sample], requests: list[GenerationRequest],
-              sampling: SamplingParams, return_masks: bool, masks_first: int) -> ScoredBatch:
+              sampling: SamplingParams, return_masks: bool, masks_first: int, drop_failed: bool) -> ScoredBatch:
     """rollout_and_score with each shard scored as it returns. Groups and rewards are put back in sample
     order (shards finish in any order), and each group is submitted exactly once."""
     groups: list[RolloutGroup | None] = [None] * len(requests)
@@ -94,11 +99,24 @@ def _streamed(rollout: Any, reward: Any, samples: list[Sample], requests: list[G
     t1 = time.perf_counter()
     if any(g is None for g in groups):
         raise RuntimeError(f"rollout returned {sum(g is not None for g in groups)} of {len(groups)} groups")
-    rewards = reward.gather(futures)
+    rewards = reward.gather(futures, drop_failed=drop_failed)
     # the last group's scoring time (a callback may still be running as gather returns: then now)
     t2 = max(scored_at) if len(scored_at) == len(futures) else time.perf_counter()
-    return ScoredBatch(samples, groups, rewards, rollout_s=t1 - t0, reward_s=max(t2 - (first_submit or t1), 0.0),
-                       reward_exposed_s=max(t2 - t1, 0.0))
+    return _without_failed(ScoredBatch(samples, groups, rewards, rollout_s=t1 - t0,
+                                       reward_s=max(t2 - (first_submit or t1), 0.0),
+                                       reward_exposed_s=max(t2 - t1, 0.0)))
+
+
+def _without_failed(batch: ScoredBatch) -> ScoredBatch:
+    """The batch without the groups whose reward is None (scoring failed for good), their ids in `dropped`."""
+    failed = [g.request_id for g, r in zip(batch.groups, batch.rewards) if r is None]
+    if not failed:
+        return batch
+    if len(failed) == len(batch.groups):
+        raise StageError("score", "reward pool", f"every group of the batch failed to score ({len(failed)}); "
+                         "see reward.timeout_s and reward.max_retries")
+    kept = [(g, r) for g, r in zip(batch.groups, batch.rewards) if r is not None]
+    return dataclasses.replace(batch, groups=[g for g, _ in kept], rewards=[r for _, r in kept], dropped=failed)
 
 
 def concat_batches(batches: list[ScoredBatch]) -> ScoredBatch:
@@ -106,7 +124,8 @@ def concat_batches(batches: list[ScoredBatch]) -> ScoredBatch:
     return ScoredBatch(
         samples=[s for b in batches for s in b.samples], groups=[g for b in batches for g in b.groups],
         rewards=[r for b in batches for r in b.rewards], rollout_s=sum(b.rollout_s for b in batches),
-        reward_s=sum(b.reward_s for b in batches), reward_exposed_s=sum(b.reward_exposed_s for b in batches))
+        reward_s=sum(b.reward_s for b in batches), reward_exposed_s=sum(b.reward_exposed_s for b in batches),
+        dropped=[i for b in batches for i in b.dropped])
 
 
 def by_reference(samples: list[Sample]) -> list[Sample]:

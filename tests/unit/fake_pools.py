@@ -7,11 +7,17 @@ happened, for tests that assert the loop's order.
 
 Completions are "<sample_id>/<j>"; their reward is `reward_of(sample_id, j)` (default j: every group is
 informative). The rollout pool serves at the version last published; the learner's checkpoint is a JSON
-file of the extra state the controller gives it.
+file of the extra state the controller gives it, its "weights" a digest of every update applied in order.
+
+Fault drills (`arm_fault`, segr1.faults) behave as the real pools react to them: a rollout worker that dies or
+hangs in generate has its shard re-run on a replacement ("replace" event); a reward actor that dies or hangs
+has its groups scored again (once each); the learner raises the StageError that LearnerGroup raises. Groups in
+`reward.failing` fail for good, as groups do whose retries are spent.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from collections.abc import Callable, Iterator
@@ -21,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from segr1.faults import StageError
 from segr1.protocol import (
     Completion,
     GenerationRequest,
@@ -63,6 +70,9 @@ class FakeRollout:
         self.size = size
         self.version = 0  # the weights it serves
         self.generated: list[str] = []  # request ids whose generation finished
+        self.armed: dict[str, str] = {}  # stage -> action of a fault drill
+        self.replaced = 0  # workers replaced after a drill
+        self.weights = ""  # the learner's weights digest it last received
 
     def generate(self, requests: list[GenerationRequest], sampling: SamplingParams) -> list[RolloutGroup]:
         shards = dict(self.generate_shards(requests, sampling))
@@ -77,6 +87,10 @@ class FakeRollout:
     def _shard(self, requests: list[GenerationRequest], sampling: SamplingParams,
                worker_id: str) -> list[RolloutGroup]:
         ids = [r.request_id for r in requests]
+        if self.armed.pop("generate", None):  # the worker died or hung mid-call: a replacement re-runs it
+            self.replaced += 1
+            self.events.append(("replace", worker_id, ids))
+            worker_id = f"rollout-{self.size + self.replaced - 1}"
         self.events.append(("generate", ids, self.version))
         groups = [RolloutGroup(request_id=r.request_id, prompt_ids=[7, 8],
                                completions=[Completion(f"{r.request_id}/{j}", [1, 2], [-0.5, -0.25], "stop")
@@ -93,18 +107,36 @@ class FakeReward:
         self.size = size
         self.reward_of = reward_of
         self.requests: list[RewardRequest] = []
+        self.armed: dict[str, str] = {}  # stage -> action of a fault drill
+        self.failing: set[str] = set()  # group ids whose scoring fails for good (retries spent)
+        self.retried: list[str] = []  # group ids scored again after a drill
 
     def submit(self, requests: list[RewardRequest]) -> list[Future]:
         """RewardPool.submit: scored at once, so the futures come back done."""
+        if self.armed.pop("score", None):  # the actor died or hung mid-call: its groups are requeued
+            self.retried += [r.group_id for r in requests]
+            self.events.append(("requeue", [r.group_id for r in requests]))
         out = []
-        for reward in self.score(requests):
+        for request, reward in zip(requests, self.score(requests)):
             future: Future = Future()
-            future.set_result(reward)
+            if request.group_id in self.failing:
+                future.set_exception(StageError("score", "reward-0", f"reward group {request.group_id!r} lost "
+                                                "4 times to dying or hung actors; reward.max_retries=3"))
+            else:
+                future.set_result(reward)
             out.append(future)
         return out
 
-    def gather(self, futures: list[Future]) -> list[GroupReward]:
-        return [future.result(timeout=5) for future in futures]
+    def gather(self, futures: list[Future], drop_failed: bool = False) -> list[GroupReward | None]:
+        out: list[GroupReward | None] = []
+        for future in futures:
+            try:
+                out.append(future.result(timeout=5))
+            except StageError:
+                if not drop_failed:
+                    raise
+                out.append(None)
+        return out
 
     def score(self, requests: list[RewardRequest]) -> list[GroupReward]:
         self.events.append(("score", [r.group_id for r in requests]))
@@ -123,16 +155,28 @@ class FakeLearner:
         self.version = 0
         self.trained: list[list[TrainItem]] = []
         self.before_train: Callable[[], None] = lambda: None  # a test's hook, run inside each update
+        self.weights = "init"  # digest of every update applied, in order: equal digests, equal training
+        self.armed: dict[str, str] = {}  # stage -> action of a fault drill
 
     def train_step(self, items: list[TrainItem]) -> dict[str, float]:
         self.before_train()
+        action = self.armed.pop("learner_step", None)
+        if action:  # what LearnerGroup raises when rank 0 dies or hangs in the update
+            detail = ("the rank died during train_step (ActorDiedError)" if action == "die"
+                      else "train_step did not return within learner.timeout_s=3600s (ranks 0)")
+            raise StageError("learner_step", "learner rank 0", detail)
         self.events.append(("train", [i.sample_id for i in items]))
         self.trained.append(items)
+        self._update([[i.sample_id, i.advantages] for i in items])
         return {"policy/loss": 0.5, "policy/kl": 0.01, "policy/clip_frac": 0.0}
 
     def sft_step(self, items: list[SFTItem]) -> dict[str, float]:
         self.events.append(("sft", len(items)))
+        self._update(len(items))
         return {"sft/loss": 1.0}
+
+    def _update(self, what: Any) -> None:
+        self.weights = hashlib.sha256(json.dumps([self.weights, what]).encode()).hexdigest()[:16]
 
     def publish_weights(self) -> tuple[int, list[Any]]:
         self.version += 1
@@ -146,12 +190,13 @@ class FakeLearner:
 
     def save_checkpoint(self, directory: str, extra_state: dict[str, Any]) -> None:
         Path(directory).mkdir(parents=True)
-        (Path(directory) / "state.json").write_text(json.dumps({"version": self.version, "extra": extra_state}))
+        (Path(directory) / "state.json").write_text(json.dumps({"version": self.version, "weights": self.weights,
+                                                                "extra": extra_state}))
         self.events.append(("checkpoint", Path(directory).name))
 
     def load_checkpoint(self, directory: str) -> dict[str, Any]:
         state = json.loads((Path(directory) / "state.json").read_text())
-        self.version = state["version"]
+        self.version, self.weights = state["version"], state["weights"]
         self.events.append(("load_checkpoint", Path(directory).name))
         return state["extra"]
 
@@ -171,7 +216,10 @@ class FakePools:
 
     def publish_weights(self) -> int:
         version, _ = self.learner.publish_weights()
-        self.rollout.version = version
+        if self.rollout.armed.pop("weight_sync", None):  # a worker hung receiving: replaced at these weights
+            self.rollout.replaced += 1
+            self.events.append(("replace", "rollout-0", "weight_sync"))
+        self.rollout.version, self.rollout.weights = version, self.learner.weights
         self.events.append(("publish", version))
         return version
 
@@ -182,6 +230,18 @@ class FakePools:
 
     def kill_one(self, which: str) -> None:
         self.events.append(("kill", which))
+
+    def arm_fault(self, stage: str, action: str) -> None:
+        self.events.append(("arm", stage, action))
+        target = {"learner_step": self.learner, "score": self.reward}.get(stage, self.rollout)
+        target.armed[stage] = action
+
+    def restart_learner(self) -> None:
+        """A fresh learner (initial weights, version 0); a test's before_train hook carries over."""
+        self.events.append(("restart_learner",))
+        hook = self.learner.before_train
+        self.learner = FakeLearner(self.events)
+        self.learner.before_train = hook
 
     def metrics(self) -> dict[str, Any]:
         return {"pool/rollout_workers": self.rollout.size, "pool/reward_actors": self.reward.size}
