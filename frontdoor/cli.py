@@ -61,6 +61,17 @@ def describe_user_error(error: BaseException) -> str | None:
     return f"{kind}: " + " ".join(line.strip() for line in message.splitlines() if line.strip())
 
 
+def describe_run_failure(error: BaseException) -> str | None:
+    """`run failed: ...` on one line when a job ended because a stage failed for good (segr1.faults.StageError:
+    it names the stage, the actor and the step), also when raised inside the job's Ray actor; else None."""
+    from segr1.faults import StageError
+
+    ray_exceptions = sys.modules.get("ray.exceptions")
+    if ray_exceptions is not None and isinstance(error, ray_exceptions.RayTaskError):
+        error = error.cause
+    return f"run failed: {error}" if isinstance(error, StageError) else None
+
+
 # ------------------------------------------------------------------------------------------ input checks
 def _require_dir(path: str, option: str) -> None:
     if not Path(path).is_dir():
@@ -311,6 +322,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(line, file=sys.stderr)
         return 1
     except Exception as error:
+        failed = None if args.debug else describe_run_failure(error)
+        if failed is not None:  # retries and restarts were spent: the error says where, not a traceback
+            print(f"segr1: {failed}", file=sys.stderr)
+            return 1
         line = None if args.debug else describe_user_error(error)
         if line is None:
             raise  # a bug, or --debug: keep the traceback

@@ -178,6 +178,24 @@ def test_a_services_refusal_is_one_line(capsys, monkeypatch):
     one_line_error(capsys, ["stop", "--run", "ghost"], "no running job named 'ghost'", code=1)
 
 
+def test_a_run_that_failed_for_good_ends_with_one_line_naming_stage_actor_and_step(capsys, monkeypatch):
+    """A StageError raised in the job's controller actor (retries or learner restarts spent): one line, status 1."""
+    from ray.exceptions import RayTaskError
+
+    import cluster.job
+    from segr1.faults import StageError
+
+    def hung(cfg):
+        error = StageError("generate", "rollout-3", "generate did not return within rollout.timeout_s=5s", 17)
+        raise RayTaskError("ControllerActor.run", "Traceback (most recent call last):\n  ...", error)\
+            .as_instanceof_cause()
+
+    monkeypatch.setattr(cluster.job, "train", hung)
+    line = one_line_error(capsys, ["train", "--config", CONFIG], code=1)
+    assert line == ("segr1: run failed: stage generate failed on rollout-3 at step 17: generate did not return "
+                    "within rollout.timeout_s=5s")
+
+
 # --------------------------------------------------------------------------------------- debug and bugs
 def test_debug_keeps_the_traceback(capsys):
     with pytest.raises(ConfigError, match="algorithm.gruop_size"):
