@@ -14,7 +14,7 @@ import numpy as np
 
 from reward_server.parse import SegPrompt, render
 from segr1.chat import encode_prompt
-from segr1.protocol import Sample, SFTItem
+from segr1.protocol import Sample, SFTItem, resolve_arrays
 
 _THOUGHTS = (
     "The object is hidden in the background; I look for a change in texture.",
@@ -52,10 +52,12 @@ def warm_start_items(samples: list[Sample], model_path: str, frame: int, rng: np
     tokenizer = processor.tokenizer
     eos = tokenizer.convert_tokens_to_ids("<|im_end|>")
     items = []
-    for s in samples:
-        prompt_ids, _ = encode_prompt(processor, s.image, s.instruction, frame)
+    # the prompt's image tokens come from the pixels, so references (cluster.sample_reader) are resolved here
+    images = resolve_arrays([s.image for s in samples])
+    for s, image in zip(samples, images):
+        prompt_ids, _ = encode_prompt(processor, image, s.instruction, frame)
         target = render(random_prompt(frame, rng))
         target_ids = tokenizer(target, add_special_tokens=False)["input_ids"] + [eos]
-        items.append(SFTItem(sample_id=s.sample_id, image=s.image, prompt_ids=list(prompt_ids),
+        items.append(SFTItem(sample_id=s.sample_id, image=image, prompt_ids=list(prompt_ids),
                              target_ids=list(target_ids)))
     return items

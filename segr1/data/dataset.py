@@ -99,6 +99,12 @@ class SegDataset:
     def task(self, index: int) -> str:
         return self._tasks[self._check_index(index)]
 
+    def sample_id(self, index: int) -> str:
+        return self._ids[self._check_index(index)]
+
+    def instruction(self, index: int) -> str:
+        return self._instructions[self._check_index(index)]
+
     def source(self, index: int) -> str:
         return self._sources[self._check_index(index)]
 
