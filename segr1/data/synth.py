@@ -1,17 +1,24 @@
 """Deterministic synthetic scenes: the data of the CPU demo and of the tests. The target can only be found by looking.
 
 Each image holds one target and 3-4 distractors on a muted textured background; every object covers 4-8% of the
-frame. Every object has a colour of its own, drawn from the whole hue circle; the target is the one with STRIPES
-(two tones of its colour in parallel bands 5-8 px apart, at a random angle), the distractors have smooth mottled
-textures. Why stripes and not a colour family: GrabCut builds its background model from a band around the box,
-so with a warm target among cool distractors any large box saw the distractors in its band and GrabCut removed
-them itself (a constant box then scored 0.34-0.56). Stripes are invisible to GrabCut's colour model but plain to
-a patch embedding, so a box that ignores the image keeps the distractors it encloses and scores little, while
-GrabCut from the target's own box finds the target: on 64 held-out images at 112 px the best of the blind family
-(reward_server.baselines) scores 0.30 and the ground-truth box 0.96. Objects are placed apart (the target's box
-holds no distractor pixel) and in random order (the target is not favoured for the free centre).
-(The first design, one camouflaged object per image, was solved by a constant near-full-frame box at IoU 0.905.)
-Shapes: ellipse, superellipse, smooth blob or star polygon, randomly rotated.
+frame. The target is the RED object (hue within 15 degrees of red) and is STRIPED (two tones of its colour in
+parallel bands 5-8 px apart, at a random angle); each distractor has a hue of its own drawn away from red
+(60-300 degrees) and a smooth mottled texture.
+
+Why this cue. A box that ignores the image must score little through GrabCut, and the tiny VLM must be able to
+learn to find the target in minutes on a CPU:
+- GrabCut builds its background model from a band around the box. With all distractors in one colour family,
+  any large box saw some of them in its band and GrabCut removed the others itself (a constant box scored
+  0.34-0.56). With a hue of their own per distractor, cutting one removes only that one, so a box that ignores
+  the image keeps the distractors it encloses: on 64 held-out images at 112 px the best of the blind family
+  (reward_server.baselines) scores 0.31, the ground-truth box 0.99.
+- Stripes alone (any hue) kept GrabCut blind too, but the tiny VLM did not learn to find a striped object in
+  400 supervised steps (greedy output collapsed to one box for every image); a colour family is a per-pixel
+  cue its patch embedding picks up at once, and with it the same model reaches held-out IoU 0.86 in 400 steps
+  (tests/integration/test_model_can_see.py).
+Objects are placed apart (the target's box holds no distractor pixel) and in random order (the target is not
+favoured for the free centre). (The first design, one camouflaged object per image, was solved by a constant
+near-full-frame box at IoU 0.905.) Shapes: ellipse, superellipse, smooth blob or star polygon, randomly rotated.
 
 Every sample is a pure function of (seed, index): `synth_sample(seed, index)`. A held-out split is the same
 generator with another seed (seeds give independent streams), e.g.
@@ -32,6 +39,8 @@ from segr1.data.writer import DatasetWriter
 SHAPES = ("ellipse", "superellipse", "blob", "polygon")
 AREA_RANGE = (0.04, 0.08)  # area of each object as a fraction of the frame
 DISTRACTORS = (3, 4)  # inclusive range of distractors per image
+TARGET_HUE = (-15.0, 15.0)  # degrees: the target is red (the cue the model must see)
+DISTRACTOR_HUE = (60.0, 300.0)  # degrees: every distractor has a hue of its own, at least 45 degrees from red
 OBJECT_SATURATION = (0.55, 0.95)
 OBJECT_VALUE = (0.6, 0.95)  # the light tone of an object; its dark tone is DARK_TONE times as bright
 DARK_TONE = 0.45
@@ -164,9 +173,9 @@ def _texture(rng: np.random.Generator, size: int, colour_a: np.ndarray, colour_b
     return colour_a + weight * (colour_b - colour_a)
 
 
-def _object_palette(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """A light and a dark tone of one random hue: the two colours an object's texture blends."""
-    hue, saturation, value = rng.uniform(0, 360), rng.uniform(*OBJECT_SATURATION), rng.uniform(*OBJECT_VALUE)
+def _object_palette(rng: np.random.Generator, hues: tuple[float, float]) -> tuple[np.ndarray, np.ndarray]:
+    """A light and a dark tone of one hue drawn from `hues` (degrees): the two colours an object's texture blends."""
+    hue, saturation, value = rng.uniform(*hues), rng.uniform(*OBJECT_SATURATION), rng.uniform(*OBJECT_VALUE)
     return _hsv_to_rgb(hue, saturation, value), _hsv_to_rgb(hue, saturation, value * DARK_TONE)
 
 
@@ -193,7 +202,7 @@ def synth_sample(seed: int, index: int, size: int = 128) -> tuple[np.ndarray, np
     light = _hsv_to_rgb(hue + rng.uniform(-30, 30), rng.uniform(*BACKGROUND_SATURATION), min(base + 0.2, 1.0))
     image = _texture(rng, size, dark, light, int(rng.integers(3, 7)))
     for number, mask in enumerate(masks):  # masks[0] is the target
-        colours = _object_palette(rng)
+        colours = _object_palette(rng, TARGET_HUE if number == 0 else DISTRACTOR_HUE)
         texture = _stripes(rng, size, *colours) if number == 0 else _texture(rng, size, *colours,
                                                                              int(rng.integers(6, 12)))
         # A soft 1-pixel edge, as in a photograph; the GT mask stays the hard polygon.
