@@ -3,6 +3,8 @@ step's reward arithmetic, on hand-made records with hand-computed values."""
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 
@@ -133,6 +135,21 @@ def test_streamed_shards_are_scored_as_they_return_and_put_back_in_sample_order(
     assert {r.group_id for r in reward.requests if r.return_masks} == {"s0", "s1", "s2", "s3"}
     assert [g.worker_id for g in scored.groups] == ["rollout-0"] * 3 + ["rollout-1"] * 2 + ["rollout-2"] * 2
     assert 0.0 <= scored.reward_exposed_s <= scored.reward_s
+
+
+def test_exposed_reward_time_is_only_what_scoring_adds_after_the_last_shard():
+    """Shards of 20 ms each, scored the moment they are submitted: the reward stage spans the last two shards'
+    generation (>= 40 ms) but nothing of it is left once the last shard is back."""
+    class Slow(FakeRollout):
+        def _shard(self, requests, sampling, worker_id):
+            time.sleep(0.02)
+            return super()._shard(requests, sampling, worker_id)
+
+    events: list[tuple] = []
+    rollout, reward = Slow(events, size=3), FakeReward(events, size=1, reward_of=lambda sid, j: j)
+    scored = records.rollout_and_score(rollout, reward, [sample(f"s{i}", i) for i in range(3)], SamplingParams(n=2))
+    assert scored.rollout_s >= 0.06 and scored.reward_s >= 0.04
+    assert scored.reward_exposed_s == 0.0
 
 
 def test_a_shard_returned_twice_is_refused_not_scored_twice():
