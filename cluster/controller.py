@@ -240,14 +240,15 @@ class Controller:
         return time.perf_counter() - t0
 
     def _warm_start(self, log: bool = True) -> None:
-        """Supervised warm start on grammar-only targets with random coordinates (localisation is left to RL).
+        """Supervised warm start (algorithm.warm_start.targets: random coordinates by default, localisation left to RL).
         log=False: a replay after a learner restart, whose rows (the same, it is seeded) are logged already."""
         ws = self.cfg.algorithm.warm_start
         rng = np.random.default_rng(self.cfg.run.seed + 17)
         for i in range(ws.steps):
             indices = rng.integers(0, len(self.data), size=ws.batch_size)
             items = warm_start_items([self.data.load(int(j)) for j in indices], self.model_path,
-                                     self.cfg.data.frame_size, rng)
+                                     self.cfg.data.frame_size, rng, targets=ws.targets,
+                                     system_prompt=self.cfg.rollout.system_prompt or None)
             stats = self.pools.learner.sft_step(items)
             if log and ((i + 1) % 10 == 0 or i + 1 == ws.steps):
                 self._log({"warm_start/step": i + 1, **stats})

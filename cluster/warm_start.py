@@ -4,6 +4,8 @@ A random-weight model cannot emit `<think>..</think> <bbox>..` by chance, so GRP
 The warm-start targets are well-formed completions whose box and points are drawn uniformly at random in the
 frame, independent of the image: after it the policy writes valid prompts, and any localisation skill must come
 from the RL stage. (With a real Qwen2.5-VL checkpoint this stage is off: `algorithm.warm_start.steps=0`.)
+`targets="ground_truth"` trains on the GT box and its deepest interior point instead: the supervised check of
+what the model and its input path can learn, and the SFT baseline RL is compared with.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from functools import lru_cache
 
 import numpy as np
 
+from reward_server.baselines import oracle_prompt
 from reward_server.parse import SegPrompt, render
 from segr1.chat import encode_prompt
 from segr1.protocol import Sample, SFTItem, resolve_arrays
@@ -46,17 +49,27 @@ def _processor(model_path: str):
     return AutoProcessor.from_pretrained(model_path)
 
 
-def warm_start_items(samples: list[Sample], model_path: str, frame: int, rng: np.random.Generator
-                     ) -> list[SFTItem]:
+def ground_truth_prompt(mask: np.ndarray, rng: np.random.Generator) -> SegPrompt:
+    """The GT box and the mask's deepest point (the oracle prompt), with a thought drawn like the random ones."""
+    oracle = oracle_prompt(mask)
+    return SegPrompt(think=str(rng.choice(_THOUGHTS)), boxes=oracle.boxes, points=oracle.points, labels=oracle.labels)
+
+
+def warm_start_items(samples: list[Sample], model_path: str, frame: int, rng: np.random.Generator,
+                     targets: str = "random", system_prompt: str | None = None) -> list[SFTItem]:
+    """SFT items: each sample's prompt (with the rollout's system prompt, so the learner sees what engines see)
+    and a target completion, random or ground truth (see the module docstring)."""
     processor = _processor(model_path)
     tokenizer = processor.tokenizer
     eos = tokenizer.convert_tokens_to_ids("<|im_end|>")
     items = []
     # the prompt's image tokens come from the pixels, so references (cluster.sample_reader) are resolved here
     images = resolve_arrays([s.image for s in samples])
-    for s, image in zip(samples, images):
-        prompt_ids, _ = encode_prompt(processor, image, s.instruction, frame)
-        target = render(random_prompt(frame, rng))
+    masks = resolve_arrays([s.mask for s in samples]) if targets == "ground_truth" else [None] * len(samples)
+    for s, image, mask in zip(samples, images, masks):
+        prompt_ids, _ = encode_prompt(processor, image, s.instruction, frame, system_prompt)
+        prompt = ground_truth_prompt(mask, rng) if targets == "ground_truth" else random_prompt(frame, rng)
+        target = render(prompt)
         target_ids = tokenizer(target, add_special_tokens=False)["input_ids"] + [eos]
         items.append(SFTItem(sample_id=s.sample_id, image=image, prompt_ids=list(prompt_ids),
                              target_ids=list(target_ids)))

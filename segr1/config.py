@@ -201,9 +201,12 @@ class LearnerConfig:
 
 @dataclass(frozen=True)
 class WarmStartConfig:
-    """Supervised warm start that teaches the grammar only (random coordinates), before GRPO."""
+    """Supervised warm start before GRPO. targets="random": the grammar only, with boxes and points drawn at
+    random (image-independent), so any localisation comes from RL. targets="ground_truth": the GT box and an
+    interior point (the supervised check of what the model and its input path can learn; an SFT baseline)."""
 
     steps: int = 0
+    targets: str = "random"  # random | ground_truth
     lr: float = 1e-3
     batch_size: int = 16
 
@@ -346,6 +349,7 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "algorithm.kl": KL_KINDS,
     "algorithm.agg": AGGREGATIONS,
     "algorithm.mode": ("sync", "async"),
+    "algorithm.warm_start.targets": ("random", "ground_truth"),
     "logging.tui": ("auto", "live", "plain"),
     "logging.wandb.mode": ("offline", "online", "disabled"),
 }
