@@ -139,7 +139,7 @@ class RewardPool:
                 live = [slot for slot in self._slots.values() if not slot.draining]
                 if not live:
                     raise RuntimeError("reward pool is closed")
-                slot = min(live, key=lambda s: (s.groups, s.batches))
+                slot = min(live, key=lambda s: (s.recovering, s.groups, s.batches))  # a restarting one last
                 slot.batches += 1
             try:
                 return ray.get(slot.handle.baselines.remote(*args, frame), timeout=self._cfg.reward.timeout_s)
