@@ -340,6 +340,10 @@ class RewardPool:
         with self._lock:
             slot, batch = self._in_flight.pop(ref)
             self._sent_at.pop(ref, None)
+            now = time.monotonic()
+            for other, (holder, _) in self._in_flight.items():  # a call queued behind this one starts now
+                if holder is slot and other in self._sent_at:
+                    self._sent_at[other] = max(self._sent_at[other], now)
         try:
             results: list[GroupReward] = ray.get(ref)
         except RayActorError as error:
