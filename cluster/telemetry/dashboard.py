@@ -70,6 +70,8 @@ PANELS: list[tuple[str, str, list[tuple[str, str]]]] = [
         [(stage_quantile(0.5), "{{run}} {{stage}} p50"), (stage_quantile(0.95), "{{run}} {{stage}} p95")],
     ),
     ("Steps per minute", "short", [(STEPS_PER_MINUTE, "{{run}}")]),
+    ("Faults survived: learner restarts, groups dropped", "short",
+     gauges("learner/restarts", "data/groups_dropped")),
 ]
 
 

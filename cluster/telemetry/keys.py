@@ -65,9 +65,12 @@ EXTRA_KEYS: dict[str, str] = {
     "policy/tis_weight_mean": "mean truncated importance weight min(pi_learner / pi_engine, tis_cap) (TIS on only)",
     "policy/optimizer_steps": "optimizer steps taken on the rollout batch (epochs x mini-batches)",
     "data/groups_trained": "groups the update trained on (dynamic sampling keeps only informative ones)",
-    "data/groups_drawn": "groups generated and scored this step (all draws)",
+    "data/groups_drawn": "groups generated this step (all draws), scored or dropped",
     "data/groups_filtered": "groups left out: equal rewards (dynamic sampling) or the surplus of a refill draw",
     "data/draws": "batches of prompts drawn this step (more than 1 only with algorithm.max_draws > 1)",
+    "data/groups_dropped": "groups left out because their scoring failed for good (reward.max_retries spent); "
+    "never given a reward (docs/RELIABILITY.md)",
+    "learner/restarts": "times the job restarted the learner group from a checkpoint after it died or hung",
     "time/reward_exposed_s": "seconds scoring after the last rollout shard returned (reward time not hidden "
     "behind generation: shards are scored as they return)",
     "rollout/tokens_per_s": "tokens generated per second over all rollout workers",
