@@ -314,19 +314,24 @@ class Controller:
         none yet), after a backoff; the rollout workers get the restored weights. At most learner.max_restarts
         times per run, then the error ends the run."""
         learner = self.cfg.learner
-        if self.learner_restarts >= learner.max_restarts:
-            raise StageError(error.stage, error.actor, f"{error.detail}; not restarted again after "
-                             f"learner.max_restarts={learner.max_restarts}", error.step) from error
-        self.learner_restarts += 1
-        wait_s = learner.restart_backoff_s * 2 ** (self.learner_restarts - 1)
-        print(f"segr1: {error}; restarting the learner ({self.learner_restarts} of {learner.max_restarts}) "
-              f"from the newest checkpoint in {wait_s:g} s", flush=True)
-        time.sleep(wait_s)
         for _, future in self._ahead:  # batches drawn after the checkpoint: redrawn from its cursor, in order
             future.exception()  # wait for it; discarded whether it finished or failed
         self._ahead.clear()
-        self.pools.restart_learner()
-        state = load_latest(self.cfg, self.pools.learner)
+        while True:
+            if self.learner_restarts >= learner.max_restarts:
+                raise StageError(error.stage, error.actor, f"{error.detail}; not restarted again after "
+                                 f"learner.max_restarts={learner.max_restarts}", error.step) from error
+            self.learner_restarts += 1
+            wait_s = learner.restart_backoff_s * 2 ** (self.learner_restarts - 1)
+            print(f"segr1: {error}; restarting the learner ({self.learner_restarts} of {learner.max_restarts}) "
+                  f"from the newest checkpoint in {wait_s:g} s", flush=True)
+            time.sleep(wait_s)
+            try:
+                self.pools.restart_learner()
+                state = load_latest(self.cfg, self.pools.learner)
+                break
+            except StageError as again:  # the new group failed too (while loading): another restart
+                error = again.at_step(error.step)
         if state is not None:
             self._restore(state)
             self._broadcast()

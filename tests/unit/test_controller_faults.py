@@ -96,7 +96,7 @@ def test_async_learner_restart_redraws_the_batches_in_flight_in_the_same_order(t
 
 def test_a_learner_lost_before_the_first_checkpoint_starts_the_run_over(tmp_path, sleeps, monkeypatch):
     # warm-start targets need the policy's tokenizer; the fake learner only counts them
-    monkeypatch.setattr("cluster.controller.warm_start_items", lambda samples, *_: list(samples))
+    monkeypatch.setattr("cluster.controller.warm_start_items", lambda samples, *_, **__: list(samples))
     settings = ("run.steps=3", "algorithm.warm_start.steps=2", "learner.restart_backoff_s=0")
     straight, straight_log = uninterrupted(tmp_path, *settings)
     controller, pools, _, log = build(tmp_path, *settings, "faults.die_in_learner_step_at_step=1")
@@ -127,6 +127,27 @@ def test_learner_restarts_are_bounded_with_doubling_backoff_then_the_error_names
                                   "train_step (ActorDiedError); not restarted again after learner.max_restarts=2")
     assert sleeps == [1.5, 3.0]
     assert pools.events.count(("restart_learner",)) == 2 and controller.learner_restarts == 2
+
+
+def test_a_learner_that_fails_again_while_restoring_is_restarted_again_within_the_bound(tmp_path, sleeps):
+    straight, straight_log = uninterrupted(tmp_path, *CHECKPOINTED)
+    controller, pools, _, log = build(tmp_path, *CHECKPOINTED, "faults.die_in_learner_step_at_step=2")
+    restart, attempts = pools.restart_learner, []
+
+    def dies_while_loading():
+        restart()
+        attempts.append(1)
+        if len(attempts) == 1:  # the first fresh group dies as it loads the checkpoint
+            pools.learner.load_checkpoint = lambda d: (_ for _ in ()).throw(
+                StageError("learner_step", "learner rank 0", "the rank died during load_checkpoint (ActorDiedError)"))
+
+    pools.restart_learner = dies_while_loading
+    controller.run()
+
+    assert sleeps == [0.5, 1.0] and controller.learner_restarts == 2
+    assert trained_ids(log.rows) == trained_ids(straight_log.rows)
+    assert pools.learner.weights == straight.learner.weights
+    assert [row["learner/restarts"] for row in log.rows] == [0, 0, 2, 2]
 
 
 @pytest.mark.parametrize("key", ["die_in_generate_at_step", "hang_generate_at_step", "hang_weight_sync_at_step"])
