@@ -35,6 +35,7 @@ bench: install install-vllm
 	$(PY) bench/scheduling.py
 	$(PY) bench/rollout.py
 	$(PY) bench/driver_bytes.py
+	$(PY) bench/cluster_sim.py
 	# installs TRL into .cache/trl-bench/ (its own target, never .venv) on first use
 	$(PY) bench/trl_side_by_side.py
 	$(PY) bench/memory.py
