@@ -95,14 +95,13 @@ class RolloutPool:
                 self._workers = self._workers[:num_workers]
                 self._drain_and_kill(removed)
 
-    @staticmethod
-    def _drain_and_kill(workers: list[tuple[str, Any]]) -> None:
+    def _drain_and_kill(self, workers: list[tuple[str, Any]]) -> None:
         # An actor runs its calls in submission order: once this no-op returns, earlier calls have finished.
         for _, actor in workers:
             try:
-                ray.get(actor.health.remote())
-            except RayActorError:
-                pass  # already dead: nothing to drain
+                ray.get(actor.health.remote(), timeout=self.cfg.rollout.timeout_s)
+            except (RayActorError, GetTimeoutError):
+                pass  # already dead, or hung: nothing more will come from it
             ray.kill(actor)
 
     def _replace(self, dead_id: str) -> tuple[str, Any]:
