@@ -124,6 +124,10 @@ class RewardActor:
             **dict(self._seconds),
         }
 
+    def arm_fault(self, stage: str, action: str) -> None:
+        """Fault drill: `action` (die | hang) inside this actor's next `stage` call (score)."""
+        self._faults.arm(stage, action)
+
     # ------------------------------------------------------------------------------------------ one group
     def _score_group(self, request: RewardRequest) -> GroupReward:
         image, gt = _checked_inputs(request)
@@ -135,10 +139,6 @@ class RewardActor:
                 parsed[index] = self._parse(text, width, height)
             except FormatError as error:
                 reasons[index] = error.code
-    def arm_fault(self, stage: str, action: str) -> None:
-        """Fault drill: `action` (die | hang) inside this actor's next `stage` call (score)."""
-        self._faults.arm(stage, action)
-
 
         masks = np.zeros((len(request.texts), height, width), dtype=bool)  # [G, H, W]
         encode_s = decode_s = 0.0
