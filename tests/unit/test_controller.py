@@ -232,7 +232,7 @@ def test_streamed_shards_reach_the_learner_in_draw_order(tmp_path, mode):
     assert trained == drawn == [[item.sample_id for item in items] for items in one_pools.learner.trained]
     assert [e[1] for e in pools.events if e[0] == "score"][:3] == [drawn[0][4:], drawn[0][2:4], drawn[0][:2]]
     scored = [g for e in pools.events if e[0] == "score" for g in e[1]]
-    assert sorted(scored) == sorted(sum(drawn, []))  # exactly once each
+    assert sorted(scored) == sorted(s for batch in drawn for s in batch)  # exactly once each
     assert [row["data/sample_ids"] for row in log.rows] == [row["data/sample_ids"] for row in one_log.rows]
     assert all(0.0 <= row["time/reward_exposed_s"] <= row["time/reward_s"] for row in log.rows)
 
