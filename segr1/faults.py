@@ -68,7 +68,7 @@ class FaultHook:
             threading.Event().wait()  # never set: only the caller's timeout (and a kill) ends this call
 
 
-@dataclass
+@dataclass(eq=False)  # compared and hashed by identity, as exceptions are
 class StageError(RuntimeError):
     """A stage failed for good: which stage (`STAGES`), on which actor, at which step (-1: not known yet)."""
 
