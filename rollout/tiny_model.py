@@ -44,11 +44,14 @@ MROPE_SECTION = [8, 12, 12]  # temporal, height, width: sums to head_dim / 2 = 3
 # - VISION_HIDDEN / VISION_HEADS: a patch embedding wide enough to carry colour and texture of a 14 px patch.
 # - FOURIER_NUMBERS: coordinates the model can express. The input and output rows of the number tokens 0..1023
 #   start as sines and cosines of the number (periods 256 down to ~23), so 57 and 58 start close and a near
-#   miss is near in logit space; random rows would make every coordinate an unrelated class to learn.
+#   miss is near in logit space; random rows would make every coordinate an unrelated class to learn. At
+#   amplitude 0.2 (FOURIER_SCALE) rather than 1 the warm start learns the grammar twice as fast (sampled
+#   format 0.44 vs 0.00 after 100 steps) and GT-box supervision still reaches held-out IoU 0.86 in 400 steps.
 ROPE_THETA = 2.0
 VISION_HIDDEN = 128
 VISION_HEADS = 4
 FOURIER_NUMBERS = 8  # frequencies; the first 2 * FOURIER_NUMBERS columns of each number token's rows
+FOURIER_SCALE = 0.2  # their amplitude (other entries start at std 0.02)
 # A frame of 112 px is 8x8 patches of 14 -> 16 tokens after the 2x2 merge; 768 px is resized to 756 -> 729.
 MIN_PIXELS = 56 * 56
 MAX_PIXELS = 1024 * 1024
@@ -169,11 +172,11 @@ def _eos_ids(tok) -> list[int]:
 
 def _fourier_number_rows(model, tok) -> None:
     """Overwrite the first 2 * FOURIER_NUMBERS columns of the number tokens' input and output rows with
-    cos / sin(2 pi n / period) for periods 256 / 2^(k/2), k = 0..FOURIER_NUMBERS-1 (see FOURIER_NUMBERS)."""
+    FOURIER_SCALE * cos / sin(2 pi n / period) for periods 256 / 2^(k/2), k = 0..FOURIER_NUMBERS-1."""
     ids = torch.tensor(tok.convert_tokens_to_ids([str(n) for n in range(NUMBER_TOKENS)]))
     n = torch.arange(NUMBER_TOKENS, dtype=torch.float32)[:, None]
     freqs = (2 * torch.pi / 256) * 2.0 ** (torch.arange(FOURIER_NUMBERS, dtype=torch.float32) / 2)
-    features = torch.cat([torch.cos(n * freqs), torch.sin(n * freqs)], dim=1)
+    features = FOURIER_SCALE * torch.cat([torch.cos(n * freqs), torch.sin(n * freqs)], dim=1)
     with torch.no_grad():
         for weight in (model.get_input_embeddings().weight, model.get_output_embeddings().weight):
             weight[ids, : features.shape[1]] = features
@@ -242,8 +245,8 @@ def build_tiny_text_lm(out_dir: str, seed: int = 0) -> str:
 
 SEED_FILE = "tiny_seed.txt"  # records the seed, so a directory built with another seed is not silently reused
 # Bumped whenever the builder's output changes; a directory built by an older builder is rebuilt, not reused
-# (2: rope theta 2, vision width 128, Fourier number rows).
-BUILD_VERSION = 2
+# (2: rope theta 2, vision width 128, Fourier number rows; 3: their amplitude 0.2).
+BUILD_VERSION = 3
 
 
 def _is_built(path: Path, seed: int) -> bool:
