@@ -2,8 +2,9 @@
 
 Run:  nice -n 19 .venv/bin/python bench/memory.py [--steps 200] [--interval-s 1] [--bound-mb 2] [--keep DIR]
           [key=value ...]
-      (``make bench`` runs it with the defaults; key=value overrides go to the run.) 200 steps take about
-      12 minutes on a quiet 2-core machine.
+      (``make bench`` runs it with the defaults; key=value overrides go to the run.) 200 steps took 4 minutes
+      and 600 steps 11 on the shared 2-core machine; the controller actor's RSS warms up for about 250 steps
+      (Ray's per-call bookkeeping), so --steps 600 judges the level after it (bench/RESULTS.md).
 
 Trains the embedded default (configs/local_cpu.yaml) shrunk to tiny batches (2 prompts x 4 completions,
 16 new tokens, a short warm start) for `--steps` GRPO steps, with its periodic evaluations, overlays and
