@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from rollout.tiny_model import SEED_FILE, build_tiny_text_lm, build_tiny_vlm, ensure_tiny_vlm
+from rollout.tiny_model import BUILD_VERSION, SEED_FILE, build_tiny_text_lm, build_tiny_vlm, ensure_tiny_vlm
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -105,11 +105,22 @@ def _ensure(path: str) -> str:
 
 def test_ensure_is_safe_for_concurrent_callers(tmp_path):
     target = str(tmp_path / "shared")
-    with multiprocessing.get_context("fork").Pool(2) as pool:
+    # spawn, not fork: a child forked after the parent started torch's OpenMP threads can crash in a torch op
+    with multiprocessing.get_context("spawn").Pool(2) as pool:
         results = pool.map(_ensure, [target, target])
     assert results == [target, target]
-    assert (Path(target) / SEED_FILE).read_text().strip() == "0"
+    assert (Path(target) / SEED_FILE).read_text().split()[0] == "0"
     assert sorted(p.name for p in tmp_path.iterdir() if not p.name.endswith(".lock")) == ["shared"]  # no temp left
     assert ensure_tiny_vlm(target, seed=0) == target  # already built: returns at once
     with pytest.raises(ValueError, match="seed 0, not 3"):
         ensure_tiny_vlm(target, seed=3)
+
+
+def test_a_directory_built_by_an_older_builder_is_rebuilt(tmp_path):
+    target = str(tmp_path / "old")
+    ensure_tiny_vlm(target, seed=0)
+    (Path(target) / SEED_FILE).write_text("0\n")  # what builders before BUILD_VERSION wrote
+    (Path(target) / "model.safetensors").write_bytes(b"stale")
+    assert ensure_tiny_vlm(target, seed=0) == target
+    assert (Path(target) / SEED_FILE).read_text().split() == ["0", f"v{BUILD_VERSION}"]
+    assert (Path(target) / "model.safetensors").read_bytes() != b"stale"
