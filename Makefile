@@ -9,7 +9,7 @@ TORCH_PINS := torch==2.14.1 torchvision==0.29.1
 CONFIG ?= configs/local_cpu.yaml
 PYTEST_ARGS ?=
 
-.PHONY: install train test bench lint clean install-vllm test-vllm
+.PHONY: install train train-long test bench lint clean install-vllm test-vllm
 
 install: $(STAMP)
 
@@ -23,6 +23,12 @@ $(STAMP): pyproject.toml
 
 train: install
 	$(VENV)/bin/segr1 train --config $(CONFIG) $(ARGS)
+
+# The longer CPU profile (README, "Does it learn?"): 400 GRPO steps with both cores busy in every stage, ~20 min.
+LONG_ARGS := run.name=local_cpu_long run.steps=400 algorithm.eval_every=50 checkpoint.every=100 \
+	logging.overlay_every=50 rollout.num_workers=2 learner.torch_threads=0 reward.threads=0
+train-long: install
+	$(VENV)/bin/segr1 train --config $(CONFIG) $(LONG_ARGS) $(ARGS)
 
 test: install
 	$(PY) -m pytest -m "not vllm" $(PYTEST_ARGS)
