@@ -74,9 +74,11 @@ def _train(model_path: str, train: list[tuple[np.ndarray, np.ndarray]]):
     return model.eval()
 
 
-def _greedy_ious(engine: HFEngine, images: list[np.ndarray], masks: list[np.ndarray]) -> tuple[np.ndarray, int]:
-    """IoU of each greedy completion's mask with its GT (0 for a malformed completion), and distinct outputs."""
-    requests = [GenerationRequest(str(i), image, FOREGROUND_INSTRUCTION) for i, image in enumerate(images)]
+def _greedy_ious(engine: HFEngine, shown: list[np.ndarray], images: list[np.ndarray], masks: list[np.ndarray]
+                 ) -> tuple[np.ndarray, int]:
+    """IoU with its GT of the mask each greedy completion's prompt gives on `images` (0 for a malformed
+    completion), when the model was shown `shown`; and the number of distinct completions."""
+    requests = [GenerationRequest(str(i), image, FOREGROUND_INSTRUCTION) for i, image in enumerate(shown)]
     groups = engine.generate(requests, SamplingParams(n=1, temperature=0.0, max_new_tokens=64, seed=0))
     segmenter, scores, texts = _segmenter(), [], set()
     for group, image, mask in zip(groups, images, masks):
@@ -113,7 +115,8 @@ def trained(tmp_path_factory, model_path):
 
 def test_supervised_on_ground_truth_boxes_the_model_localises_far_above_blind(trained):
     engine, held_out, baselines = trained
-    ious, distinct = _greedy_ious(engine, [im for im, _ in held_out], [m for _, m in held_out])
+    images = [im for im, _ in held_out]
+    ious, distinct = _greedy_ious(engine, images, images, [m for _, m in held_out])
     report = (f"held-out IoU {ious.mean():.3f} (SE {ious.std(ddof=1) / np.sqrt(len(ious)):.3f}), blind "
               f"{baselines.mean_blind:.3f}, oracle {baselines.mean_oracle:.3f}, {distinct} distinct outputs")
     assert ious.mean() >= baselines.mean_blind + MARGIN, report
@@ -124,5 +127,7 @@ def test_with_another_samples_pixels_the_same_model_falls_to_the_blind_level(tra
     engine, held_out, baselines = trained
     images = [im for im, _ in held_out]
     shuffled = [images[(i + 1) % len(images)] for i in range(len(images))]  # every sample gets another's pixels
-    ious, _ = _greedy_ious(engine, shuffled, [m for _, m in held_out])
+    # the prompt written for another image is applied to this one: a policy that ignores the image (one box for
+    # all, however good) scores the same both ways and fails; one that reads the image falls
+    ious, _ = _greedy_ious(engine, shuffled, images, [m for _, m in held_out])
     assert ious.mean() <= baselines.mean_blind, (ious.mean(), baselines.mean_blind)
