@@ -9,6 +9,11 @@ eval/iou_oracle (the ground-truth box plus its deepest point) and eval/localisat
 (eval/iou - blind) / (oracle - blind), left out when oracle <= blind. They are computed once per
 (eval set, segmenter, frame) on a reward actor and kept in runs/<name>/baselines.json, so every eval step
 and a resumed run reuse them. `segr1 eval` prints the same baselines as rows under the policy's table.
+
+eval/iou_shuffled is the image ablation: each held-out image scored with the greedy prompt the policy wrote for
+the NEXT image (greedy decoding is deterministic, so that is what it writes when shown another image's pixels).
+A policy that ignores the image (one box for every image, however good) scores the same as eval/iou; one that
+reads the image falls well below it. One extra scoring pass, no extra generation.
 """
 
 from __future__ import annotations
@@ -57,6 +62,11 @@ class Evaluator:
         greedy = records.rollout_and_score(pools.rollout, pools.reward, samples,
                                            rollout.sampling_params(GREEDY_N, greedy=True), return_masks=True)
         metrics = _eval_metrics(greedy.rewards, suffix="")
+        if not greedy.dropped and len(greedy.groups) > 1:
+            ablated = pools.reward.gather(pools.reward.submit(
+                records.reward_requests(samples, shifted_groups(greedy.groups))), drop_failed=True)
+            if all(r is not None for r in ablated):
+                metrics["eval/iou_shuffled"] = records.reward_metrics(ablated)["reward/iou"]
         sampling = rollout.sampling_params(G_EVAL, seed=self.cfg.run.seed * 7919 + step)  # a resumed run: same draws
         sampled = records.rollout_and_score(pools.rollout, pools.reward, samples, sampling)
         metrics.update(_eval_metrics(sampled.rewards, "_sampled"))
@@ -105,6 +115,11 @@ class Evaluator:
             images.append((f"{prefix}_{sample.sample_id}", image))
         if images:
             log.log_overlays(step, images)
+
+
+def shifted_groups(groups: list[RolloutGroup]) -> list[RolloutGroup]:
+    """Group i carrying the completions of group i+1 (the last those of the first), under group i's id."""
+    return [dataclasses.replace(groups[(i + 1) % len(groups)], request_id=g.request_id) for i, g in enumerate(groups)]
 
 
 def _eval_metrics(rewards: list[GroupReward], suffix: str) -> dict[str, float]:

@@ -54,7 +54,7 @@ PANELS: list[tuple[str, str, list[tuple[str, str]]]] = [
     ("Reward", "short", gauges("reward/mean", "reward/format", "reward/iou", "reward/s_measure")),
     ("Held-out eval", "percentunit", gauges("eval/iou", "eval/format")),
     ("Held-out IoU vs blind and oracle", "percentunit",
-     gauges("eval/iou", "eval/iou_blind", "eval/iou_oracle")),
+     gauges("eval/iou", "eval/iou_blind", "eval/iou_oracle", "eval/iou_shuffled")),
     ("Localisation gain", "short", gauges("eval/localisation_gain")),
     ("KL and loss", "short", gauges("policy/kl", "policy/loss", "policy/clip_frac")),
     ("Gradient norm", "short", gauges("policy/grad_norm")),

@@ -56,6 +56,8 @@ CONTRACT_KEYS: dict[str, str] = {
 EXTRA_KEYS: dict[str, str] = {
     "eval/format": "held-out share of parseable outputs (eval steps only)",
     "eval/s_measure": "held-out mean S-measure (eval steps only)",
+    "eval/iou_shuffled": "held-out mean IoU of the greedy prompt written for another image (the image ablation: "
+    "equal to eval/iou for a policy that ignores the image; eval steps only)",
     "policy/grad_norm": "gradient norm before clipping",
     "policy/entropy": "mean per-token entropy of the policy",
     "policy/lr": "learning rate",

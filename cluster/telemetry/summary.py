@@ -52,6 +52,8 @@ def baseline_note(rows: Sequence[dict[str, Any]]) -> str:
         return ""
     last = having[-1]
     parts = [f"blind {last['eval/iou_blind']:.2f}"]
+    if isinstance(last.get("eval/iou_shuffled"), (int, float)):
+        parts.append(f"pixels shuffled {last['eval/iou_shuffled']:.2f}")
     if isinstance(last.get("eval/iou_oracle"), (int, float)):
         parts.append(f"oracle {last['eval/iou_oracle']:.2f}")
     if isinstance(last.get("eval/localisation_gain"), (int, float)):

@@ -43,6 +43,7 @@ FIELDS: tuple[tuple[str, str, str], ...] = (
     ("format", "reward/format", "{:.2f}"),
     ("iou", "reward/iou", "{:.3f}"),
     ("eval iou", "eval/iou", "{:.3f}"),
+    ("shuffled", "eval/iou_shuffled", "{:.3f}"),
     ("blind", "eval/iou_blind", "{:.3f}"),
     ("oracle", "eval/iou_oracle", "{:.3f}"),
     ("gain", "eval/localisation_gain", "{:.2f}"),
