@@ -50,7 +50,7 @@ STEPS_PER_MINUTE = f"sum by (run) (rate({STEPS_SERIES}{RUN_FILTER}[$__rate_inter
 # (title, unit, [(PromQL, legend)]) per panel, laid out two per row.
 PANELS: list[tuple[str, str, list[tuple[str, str]]]] = [
     ("Throughput (completions/s)", "short", gauges("throughput/samples_per_s")),
-    ("Time per stage", "s", gauges(*(f"time/{stage}_s" for stage in STAGES))),
+    ("Time per stage", "s", gauges(*(f"time/{stage}_s" for stage in STAGES), "time/reward_exposed_s")),
     ("Reward", "short", gauges("reward/mean", "reward/format", "reward/iou", "reward/s_measure")),
     ("Held-out eval", "percentunit", gauges("eval/iou", "eval/format")),
     ("Held-out IoU vs blind and oracle", "percentunit",
