@@ -57,3 +57,26 @@ def test_prompts_carry_the_configured_system_prompt(model_path):
     expected, _ = encode_prompt(processor, sample.image, sample.instruction, FRAME, "{frame}")
     default, _ = encode_prompt(processor, sample.image, sample.instruction, FRAME)
     assert list(item.prompt_ids) == list(expected) and list(expected) != list(default)
+
+
+def test_random_boxes_cover_the_frame_and_stay_valid():
+    """Every box a target could have gets probability: small boxes off-centre in each quadrant, none spanning
+    the frame, all parseable (x1 < x2, y1 < y2, inside the frame) with points inside their box."""
+    from cluster.warm_start import random_prompt
+    from reward_server.parse import render
+
+    rng = np.random.default_rng(0)
+    prompts = [random_prompt(FRAME, rng) for _ in range(2000)]
+    for prompt in prompts:
+        parsed = parse_completion(render(prompt), FRAME, FRAME)
+        (x1, y1, x2, y2), = parsed.boxes
+        assert FRAME // 10 <= x2 - x1 <= FRAME // 2 and FRAME // 10 <= y2 - y1 <= FRAME // 2
+        assert all(x1 <= x <= x2 and y1 <= y <= y2 for x, y in parsed.points)
+    boxes = [p.boxes[0] for p in prompts]
+    centre = FRAME / 2
+    for right in (False, True):
+        for below in (False, True):
+            small_here = [b for b in boxes if (b[0] > centre) == right and (b[1] > centre) == below
+                          and b[2] - b[0] <= FRAME // 4 and b[3] - b[1] <= FRAME // 4
+                          and ((b[2] <= centre) or right) and ((b[3] <= centre) or below)]
+            assert len(small_here) >= 20, f"too few small boxes wholly in quadrant right={right} below={below}"
