@@ -17,3 +17,14 @@ def processor(model_path):
     from transformers import AutoProcessor
 
     return AutoProcessor.from_pretrained(model_path)
+
+
+@pytest.fixture(scope="module")
+def ray_cluster():
+    """A local Ray instance for one test module: 4 logical CPUs (more actors than this machine's cores), no
+    dashboard (its port would clash with a running `make train`), worker logs kept out of pytest's output."""
+    import ray
+
+    ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()

@@ -16,16 +16,9 @@ from segr1.config import load_config
 from segr1.data.synth import synth_sample
 from segr1.protocol import ArrayRef, RewardRequest
 
-pytestmark = [pytest.mark.ray, pytest.mark.slow]
+pytestmark = [pytest.mark.ray, pytest.mark.slow, pytest.mark.usefixtures("ray_cluster")]  # conftest: one Ray per module
 
 BASE = ["reward.segmenter=grabcut", "reward.num_cpus=0.5", "reward.max_batch_groups=2"]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def ray_cluster():
-    ray.init(num_cpus=4, include_dashboard=False)  # logical CPUs: more actors than this machine's cores
-    yield
-    ray.shutdown()
 
 
 def _requests(count: int, size: int = 128, group_size: int = 4) -> list[RewardRequest]:

@@ -15,14 +15,7 @@ from segr1.config import load_config
 from segr1.faults import StageError
 from tests.integration.test_reward_pool import BASE, _requests, _wait_until_ready
 
-pytestmark = [pytest.mark.ray, pytest.mark.slow]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def ray_cluster():
-    ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)
-    yield
-    ray.shutdown()
+pytestmark = [pytest.mark.ray, pytest.mark.slow, pytest.mark.usefixtures("ray_cluster")]  # conftest: one Ray per module
 
 
 def _arm(pool: RewardPool, actor_id: str, action: str) -> None:

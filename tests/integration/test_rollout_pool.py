@@ -28,13 +28,6 @@ def model_path(tmp_path_factory) -> str:
 
 
 @pytest.fixture(scope="module")
-def ray_cluster():
-    ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)
-    yield
-    ray.shutdown()
-
-
-@pytest.fixture(scope="module")
 def pool(ray_cluster, model_path):
     cfg = load_config(overrides=["rollout.num_cpus=1", "rollout.max_batch_prompts=8"])
     pool = RolloutPool(cfg, model_path, num_workers=2)

@@ -25,13 +25,6 @@ TIMEOUTS = ["rollout.timeout_s=20", "learner.sync.timeout_s=10"]  # calls here t
 
 
 @pytest.fixture(scope="module")
-def ray_cluster():
-    ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)
-    yield
-    ray.shutdown()
-
-
-@pytest.fixture(scope="module")
 def local(model_path):
     from rollout.hf_engine import HFEngine
 
