@@ -41,6 +41,7 @@ def main() -> None:
     p.add_argument("--warmup", type=int, default=10)
     p.add_argument("--scale", default="none", choices=("std", "none"))
     p.add_argument("--beta", type=float, default=0.0)
+    p.add_argument("--box-weight", type=float, default=0.0, help="+ w * GIoU(predicted box, GT box) in the reward")
     p.add_argument("--train-n", type=int, default=8192)
     p.add_argument("--eval-every", type=int, default=50)
     p.add_argument("--seed", type=int, default=0)
@@ -95,7 +96,15 @@ class Probe:
             return 0.0, 0.0, False
         predicted = self.segmenter.segment(image, [prompt])[0]
         iou, s = score_masks(torch.from_numpy(predicted[None]), torch.from_numpy(mask[None]))
-        return 1.0 + 0.7 * float(iou[0]) + 0.3 * float(s[0]), float(iou[0]), True
+        reward = 1.0 + 0.7 * float(iou[0]) + 0.3 * float(s[0])
+        if self.args.box_weight:
+            from torchvision.ops import generalized_box_iou
+
+            ys, xs = np.nonzero(mask)
+            gt = torch.tensor([[xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]], dtype=torch.float32)
+            boxes = torch.tensor([[x1, y1, x2, y2] for x1, y1, x2, y2 in prompt.boxes], dtype=torch.float32)
+            reward += self.args.box_weight * float(generalized_box_iou(boxes, gt).mean())
+        return reward, float(iou[0]), True
 
     def update(self, optimizer, indices, targets, weights=None) -> float:
         """One optimizer step of weighted mean-token log-likelihood (weights None: plain SFT)."""

@@ -189,6 +189,7 @@ def reward_metrics(rewards: list[GroupReward]) -> dict[str, float]:
         "reward/format": sum(b.format for b in parts) / n,
         "reward/iou": sum(b.iou for b in parts) / n,
         "reward/s_measure": sum(b.s_measure for b in parts) / n,
+        "reward/box_giou": sum(b.box_giou for b in parts) / n,
         "reward/std": float(np.std([b.reward for b in parts])) if parts else 0.0,
     }
     for b in parts:

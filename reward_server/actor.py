@@ -24,7 +24,7 @@ import torch
 from reward_server import rle
 from reward_server.baselines import BaselineScores, baseline_masks, compute_baselines, prompt_from_dict
 from reward_server.parse import FormatError, SegPrompt, parse_completion
-from reward_server.scoring import combine, score_masks
+from reward_server.scoring import box_giou, combine, score_masks
 from reward_server.segmenters import Segmenter, build
 from segr1.config import Config, RewardConfig
 from segr1.faults import FaultHook
@@ -185,6 +185,8 @@ class RewardActor:
             w_format=reward.w_format,
             w_iou=reward.w_iou,
             w_s=reward.w_s,
+            box=[box_giou(parsed[index].boxes, gt) if index in parsed else 0.0 for index in range(count)],
+            w_box=reward.w_box,
         )
 
 

@@ -1,4 +1,5 @@
-"""The Seg-R1 reward: R = w_format * R_format + w_iou * IoU(P, G) + w_s * clip(S_alpha(P, G), 0, 1).
+"""The Seg-R1 reward: R = w_format * R_format + w_iou * IoU(P, G) + w_s * clip(S_alpha(P, G), 0, 1)
+                      + w_box * mean_b GIoU(b, box(G))   (w_box = 0 in the paper; an option of ours).
 
 R_format is 1 when the completion parsed (see ``reward_server.parse``); a completion that did not parse
 scores 0 in every part and carries its parser reason code. Masks are binary, in the training frame.
@@ -14,7 +15,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 import torch
+from torchvision.ops import generalized_box_iou
 
 from reward_server.metrics import iou_and_s_measure
 from segr1.protocol import RewardBreakdown
@@ -34,6 +37,18 @@ def score_masks(
     return iou, s.clamp(0.0, 1.0)
 
 
+def box_giou(boxes: Sequence[tuple[int, int, int, int]], gt: np.ndarray) -> float:
+    """Mean generalised IoU (Rezatofighi et al., 2019) of boxes (x1, y1, x2, y2) with the tight box of the GT
+    mask bool[H, W], in [-1, 1]. Unlike mask IoU it still grades a box that misses the object: the further
+    away, the lower. 0 when there is no box or the GT is empty (nothing to grade against)."""
+    ys, xs = np.nonzero(gt)
+    if not boxes or xs.size == 0:
+        return 0.0
+    gt_box = torch.tensor([[xs.min(), ys.min(), xs.max(), ys.max()]], dtype=torch.float64)  # inclusive pixels
+    predicted = torch.tensor(boxes, dtype=torch.float64)  # [B, 4], corners as the prompt states them
+    return float(generalized_box_iou(predicted, gt_box).mean())
+
+
 def released_s_term(pred: torch.Tensor) -> torch.Tensor:
     """The released code's S term: 1 - mean(P) for binary masks bool[B, H, W] -> float64[B] (see module doc)."""
     return 1.0 - pred.flatten(1).double().mean(dim=1)
@@ -48,6 +63,8 @@ def combine(
     w_format: float = 1.0,
     w_iou: float = 0.7,
     w_s: float = 0.3,
+    box: Sequence[float] | None = None,
+    w_box: float = 0.0,
 ) -> list[RewardBreakdown]:
     """One breakdown per completion; all four sequences are aligned with the completions.
 
@@ -56,14 +73,15 @@ def combine(
     clipped value, the one that entered the reward.
     """
     iou_values, s_values = _as_floats(iou), _as_floats(s)
-    if not len(format_ok) == len(iou_values) == len(s_values) == len(reasons):
+    box_values = [0.0] * len(iou_values) if box is None else _as_floats(box)
+    if not len(format_ok) == len(iou_values) == len(s_values) == len(reasons) == len(box_values):
         raise ValueError(
             f"lengths differ: format_ok {len(format_ok)}, iou {len(iou_values)}, s {len(s_values)}, "
-            f"reasons {len(reasons)}"
+            f"reasons {len(reasons)}, box {len(box_values)}"
         )
     breakdowns = []
-    for index, (parsed, iou_value, s_value, reason) in enumerate(
-        zip(format_ok, iou_values, s_values, reasons)
+    for index, (parsed, iou_value, s_value, reason, box_value) in enumerate(
+        zip(format_ok, iou_values, s_values, reasons, box_values)
     ):
         if bool(reason) == bool(parsed):
             raise ValueError(
@@ -73,8 +91,9 @@ def combine(
             breakdowns.append(RewardBreakdown(reward=0.0, format=0.0, iou=0.0, s_measure=0.0, reason=reason))
             continue
         s_clipped = min(max(s_value, 0.0), 1.0)
-        reward = w_format + w_iou * iou_value + w_s * s_clipped
-        breakdowns.append(RewardBreakdown(reward=reward, format=1.0, iou=iou_value, s_measure=s_clipped))
+        reward = w_format + w_iou * iou_value + w_s * s_clipped + w_box * box_value
+        breakdowns.append(RewardBreakdown(reward=reward, format=1.0, iou=iou_value, s_measure=s_clipped,
+                                          box_giou=box_value))
     return breakdowns
 
 

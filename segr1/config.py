@@ -139,6 +139,9 @@ class RewardConfig:
     w_format: float = 1.0
     w_iou: float = 0.7
     w_s: float = 0.3
+    # + w_box * mean GIoU(each predicted box, the GT mask's box), in [-1, 1]: a graded signal for boxes that miss
+    # the object, where mask IoU is ~0 for every near miss (docs/LEARNING.md). 0 = the paper's reward exactly
+    w_box: float = 0.0
     s_alpha: float = 0.5
     segr1_bug_compat: bool = False  # reproduce the released S-term bug (S -> 1 - mean(P))
     grammar: str = "full"  # full | points (pre-RL stage)

@@ -150,6 +150,7 @@ class RewardBreakdown:
     iou: float
     s_measure: float
     reason: str = ""
+    box_giou: float = 0.0  # mean GIoU of the predicted boxes with the GT box (reward.w_box weighs it; 0 if unparsed)
 
 
 @dataclass(frozen=True)

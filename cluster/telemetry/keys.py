@@ -54,6 +54,7 @@ CONTRACT_KEYS: dict[str, str] = {
 
 # Keys that services report beyond the contract; any other numeric key is exported too.
 EXTRA_KEYS: dict[str, str] = {
+    "reward/box_giou": "mean GIoU of the predicted boxes with the ground-truth box (weighted by reward.w_box)",
     "eval/format": "held-out share of parseable outputs (eval steps only)",
     "eval/s_measure": "held-out mean S-measure (eval steps only)",
     "eval/iou_shuffled": "held-out mean IoU of the greedy prompt written for another image (the image ablation: "

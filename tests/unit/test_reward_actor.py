@@ -201,3 +201,22 @@ def test_baselines_through_the_actors_segmenter():
     for mask, iou in ((blind_c, scores.blind_iou[0]), (oracle_c, scores.oracle_iou[0])):
         assert (mask & mc).sum() / (mask | mc).sum() == pytest.approx(iou)
     assert (blind_e == blind_c).all() and not oracle_e.any()
+
+
+def test_box_term_grades_near_misses_only_when_weighted():
+    """Two boxes that both miss the object (IoU 0): the paper's reward scores them nearly alike; with reward.w_box the
+    nearer one scores higher, by w_box times the difference of their GIoU with the GT box."""
+    image, gt = _square_scene()  # object at x 30..59, y 20..39
+    near = render(SegPrompt("near", [(62, 20, 78, 39)], [(70, 30)], [1]))
+    far = render(SegPrompt("far", [(0, 50, 12, 63)], [(5, 55)], [1]))
+    request = RewardRequest("square", image, gt, [near, far])
+    (paper,) = RewardActor(load_config(overrides=GRABCUT), "reward-test").score([request])
+    (shaped,) = RewardActor(load_config(overrides=[*GRABCUT, "reward.w_box=0.5"]), "reward-test").score([request])
+    assert [b.iou for b in paper.breakdowns] == [0.0, 0.0]
+    paper_gap = paper.breakdowns[0].reward - paper.breakdowns[1].reward
+    assert abs(paper_gap) < 0.02  # only the S term tells the two masks apart
+    near_giou, far_giou = (b.box_giou for b in shaped.breakdowns)
+    assert -1.0 < far_giou < near_giou < 0.0
+    for p, s in zip(paper.breakdowns, shaped.breakdowns):
+        assert s.reward == pytest.approx(p.reward + 0.5 * s.box_giou)
+    assert shaped.breakdowns[0].reward - shaped.breakdowns[1].reward > paper_gap + 0.3  # 0.5 x (-0.06 - -0.72)

@@ -7,7 +7,7 @@ import pytest
 import torch
 from py_sod_metrics import Smeasure
 
-from reward_server.scoring import combine, released_s_term, score_masks
+from reward_server.scoring import box_giou, combine, released_s_term, score_masks
 from segr1.protocol import RewardBreakdown
 
 
@@ -77,3 +77,36 @@ def test_combine_rejects_inconsistent_inputs():
         combine([False], [0.0], [0.0], [""])  # failed without a reason
     with pytest.raises(ValueError, match="completion 0"):
         combine([True], [0.0], [0.0], ["no_box"])  # parsed but given a reason
+
+
+def _mask_with_box(x1: int, y1: int, x2: int, y2: int, size: int = 40) -> np.ndarray:
+    mask = np.zeros((size, size), dtype=bool)
+    mask[y1:y2 + 1, x1:x2 + 1] = True  # inclusive pixels, as the GT box is read
+    return mask
+
+
+def test_box_giou_by_hand():
+    gt = _mask_with_box(20, 0, 29, 9)  # box (20, 0, 29, 9): 9 x 9
+    assert box_giou([(20, 0, 29, 9)], gt) == pytest.approx(1.0)
+    # disjoint: IoU 0, enclosing box (0, 0, 29, 10) = 290, union 100 + 81 = 181 -> 0 - (290 - 181) / 290
+    assert box_giou([(0, 0, 10, 10)], gt) == pytest.approx(-(290 - 181) / 290)
+    # the mean over boxes, and nothing to grade without a box or a GT
+    assert box_giou([(20, 0, 29, 9), (0, 0, 10, 10)], gt) == pytest.approx((1 - (290 - 181) / 290) / 2)
+    assert box_giou([], gt) == 0.0 and box_giou([(0, 0, 10, 10)], np.zeros((40, 40), bool)) == 0.0
+
+
+def test_box_giou_grades_misses_that_mask_iou_cannot_tell_apart():
+    gt = _mask_with_box(30, 30, 39, 39)
+    near, far = box_giou([(18, 18, 28, 28)], gt), box_giou([(0, 0, 10, 10)], gt)
+    assert -1.0 < far < near < 0.0  # both miss (IoU 0); the nearer scores higher
+
+
+def test_combine_adds_the_weighted_box_term_and_defaults_to_the_paper():
+    args = ([True, True], [0.5, 0.5], [0.4, 0.4], ["", ""])
+    paper = combine(*args)
+    shaped = combine(*args, box=[0.2, -0.6], w_box=0.5)
+    assert [b.reward for b in paper] == pytest.approx([1 + 0.35 + 0.12] * 2)
+    assert [b.reward for b in shaped] == pytest.approx([1 + 0.35 + 0.12 + 0.1, 1 + 0.35 + 0.12 - 0.3])
+    assert [b.box_giou for b in shaped] == [0.2, -0.6]
+    failed = combine([False], [0.0], [0.0], ["no_box"], box=[0.9], w_box=1.0)
+    assert failed[0].reward == 0.0 and failed[0].box_giou == 0.0
