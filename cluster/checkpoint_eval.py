@@ -76,12 +76,14 @@ def eval_identity(cfg: Config, checkpoint: str, data_path: str) -> dict[str, Any
     """What a logged row depends on: a resumed eval must match it in every key (SampleLog refuses otherwise)."""
     weights = sorted((p.name, p.stat().st_size) for p in Path(checkpoint).glob("*.safetensors"))
     reward = cfg.reward
+    # w_box enters only when set, so logs written before it existed (w_box = 0) still resume
+    weights_of_reward = [reward.w_format, reward.w_iou, reward.w_s] + ([reward.w_box] if reward.w_box else [])
     return {
         "checkpoint": str(Path(checkpoint).resolve()), "weights": weights, "data": str(Path(data_path).resolve()),
         "frame": cfg.data.frame_size, "max_new_tokens": cfg.rollout.max_new_tokens,
         "system_prompt": cfg.rollout.system_prompt, "segmenter": reward.segmenter,
         "segmenter_options": dataclasses.asdict(getattr(reward, reward.segmenter)),
-        "parse": reward.parse_options(), "reward_weights": [reward.w_format, reward.w_iou, reward.w_s],
+        "parse": reward.parse_options(), "reward_weights": weights_of_reward,
         "baseline_images": cfg.algorithm.baseline_images, "seed": cfg.run.seed,
     }
 
