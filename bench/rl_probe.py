@@ -44,6 +44,7 @@ def main() -> None:
     p.add_argument("--box-weight", type=float, default=0.0, help="+ w * GIoU(predicted box, GT box) in the reward")
     p.add_argument("--train-n", type=int, default=8192)
     p.add_argument("--eval-every", type=int, default=50)
+    p.add_argument("--gt-steps", type=int, default=0, help="diagnostic: supervise on GT boxes instead of GRPO")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
     args = p.parse_args()
@@ -165,6 +166,18 @@ class Probe:
                        for _ in indices]
             self.update(optimizer, indices, targets)
         self.evaluate("after warm start")
+        if a.gt_steps:  # diagnostic: can the warm-started policy still learn to look? (supervised, GT targets)
+            from cluster.warm_start import ground_truth_prompt
+
+            optimizer = torch.optim.AdamW(self.model.parameters(), lr=a.lr, weight_decay=0.0)
+            for step in range(1, a.gt_steps + 1):
+                indices = rng.integers(0, len(self.train), 32)
+                targets = [self.tok(render(ground_truth_prompt(self.train[j][1], rng)), add_special_tokens=False)
+                           ["input_ids"] + [self.eos] for j in indices]
+                self.update(optimizer, indices, targets)
+                if step % a.eval_every == 0:
+                    self.evaluate(f"GT step {step}")
+            return
         self.reference = copy.deepcopy(self.model).eval() if a.beta > 0 else None
         optimizer = torch.optim.AdamW(self.model.parameters(), lr=a.lr, weight_decay=0.0)
         schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / max(a.warmup, 1)))
