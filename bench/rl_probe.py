@@ -41,6 +41,7 @@ def main() -> None:
     p.add_argument("--warmup", type=int, default=10)
     p.add_argument("--scale", default="none", choices=("std", "none"))
     p.add_argument("--beta", type=float, default=0.0)
+    p.add_argument("--entropy-coef", type=float, default=0.0, help="- c * mean token entropy in the loss")
     p.add_argument("--box-weight", type=float, default=0.0, help="+ w * GIoU(predicted box, GT box) in the reward")
     p.add_argument("--train-n", type=int, default=8192)
     p.add_argument("--eval-every", type=int, default=50)
@@ -123,6 +124,10 @@ class Probe:
         tokens = mask.sum(1).clamp(min=1)
         per_seq = (logp * mask).sum(1) / tokens
         loss = -(per_seq * (torch.ones(len(items)) if weights is None else weights)).mean()
+        if weights is not None and self.args.entropy_coef > 0:
+            # an entropy bonus, to hold off the collapse onto one box. On the policy's own samples,
+            # grad H = -E[log p * grad log p], so minimising c * log p.detach() * log p raises H
+            loss = loss + self.args.entropy_coef * ((logp.detach() * logp * mask).sum(1) / tokens).mean()
         if weights is not None and self.args.beta > 0:
             with torch.no_grad():
                 ref, _ = completion_logprobs(self.reference, batch, **ids)
@@ -193,7 +198,7 @@ class Probe:
                     rewards.append(r), ious.append(iou), formats.append(ok)
                     owners.append(j), targets.append(list(completion.token_ids))
             adv = group_advantages(torch.tensor(rewards, dtype=torch.float32), a.group, a.scale)
-            keep = [i for i in range(len(rewards)) if adv[i] != 0 or a.beta > 0]
+            keep = [i for i in range(len(rewards)) if adv[i] != 0 or a.beta > 0 or a.entropy_coef > 0]
             norm = 0.0
             if keep:  # a batch without signal is not stepped: Adam would move the weights on its old moments
                 weights = adv[keep] * len(keep) / len(rewards)
