@@ -68,8 +68,8 @@ class Probe:
         self.dir = tempfile.mkdtemp(prefix="rl_probe_")
         build_tiny_vlm(self.dir, seed=0)
         self.model = AutoModelForImageTextToText.from_pretrained(self.dir, dtype=torch.float32)
-        self.tok = AutoProcessor.from_pretrained(self.dir).tokenizer
         processor = AutoProcessor.from_pretrained(self.dir)
+        self.tok = processor.tokenizer
         self.eos = self.tok.convert_tokens_to_ids("<|im_end|>")
         self.masked = sorted(set(non_output_token_ids(self.tok)) - {self.eos, self.tok.convert_tokens_to_ids("<|endoftext|>")})
         self.segmenter = build("grabcut", iterations=5, margin=0, context=1.0, point_radius=3, seed=0)
@@ -89,8 +89,10 @@ class Probe:
         self.engine.update_weights(list(self.model.state_dict().items()), self.version)
 
     def reward(self, text: str, image: np.ndarray, mask: np.ndarray) -> tuple[float, float, bool]:
+        """The product's reward (reward_server.scoring) for one completion: (reward, mask IoU, parsed)."""
+        from reward_server.baselines import mask_box
         from reward_server.parse import FormatError, parse_completion
-        from reward_server.scoring import score_masks
+        from reward_server.scoring import box_giou, combine, score_masks
 
         try:
             prompt = parse_completion(text, FRAME, FRAME)
@@ -98,15 +100,9 @@ class Probe:
             return 0.0, 0.0, False
         predicted = self.segmenter.segment(image, [prompt])[0]
         iou, s = score_masks(torch.from_numpy(predicted[None]), torch.from_numpy(mask[None]))
-        reward = 1.0 + 0.7 * float(iou[0]) + 0.3 * float(s[0])
-        if self.args.box_weight:
-            from torchvision.ops import generalized_box_iou
-
-            ys, xs = np.nonzero(mask)
-            gt = torch.tensor([[xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]], dtype=torch.float32)
-            boxes = torch.tensor([[x1, y1, x2, y2] for x1, y1, x2, y2 in prompt.boxes], dtype=torch.float32)
-            reward += self.args.box_weight * float(generalized_box_iou(boxes, gt).mean())
-        return reward, float(iou[0]), True
+        (parts,) = combine([True], iou, s, [""], box=[box_giou(prompt.boxes, mask_box(mask))],
+                           w_box=self.args.box_weight)
+        return parts.reward, parts.iou, True
 
     def update(self, optimizer, indices, targets, weights=None) -> float:
         """One optimizer step of weighted mean-token log-likelihood (weights None: plain SFT)."""

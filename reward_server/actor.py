@@ -22,7 +22,13 @@ import numpy as np
 import torch
 
 from reward_server import rle
-from reward_server.baselines import BaselineScores, baseline_masks, compute_baselines, prompt_from_dict
+from reward_server.baselines import (
+    BaselineScores,
+    baseline_masks,
+    compute_baselines,
+    mask_box,
+    prompt_from_dict,
+)
 from reward_server.parse import FormatError, SegPrompt, parse_completion
 from reward_server.scoring import box_giou, combine, score_masks
 from reward_server.segmenters import Segmenter, build
@@ -171,6 +177,7 @@ class RewardActor:
         """Reward parts per completion; one that did not parse scores 0 with its reason code."""
         reward = self.cfg.reward
         count = masks.shape[0]
+        gt_box = mask_box(gt)  # once per group: every completion is graded against the same GT box
         ious, s_values = score_masks(
             torch.from_numpy(masks),  # [G, H, W]
             torch.from_numpy(gt).expand(count, *gt.shape),  # [G, H, W], a view: one GT for the group
@@ -185,7 +192,7 @@ class RewardActor:
             w_format=reward.w_format,
             w_iou=reward.w_iou,
             w_s=reward.w_s,
-            box=[box_giou(parsed[index].boxes, gt) if index in parsed else 0.0 for index in range(count)],
+            box=[box_giou(parsed[index].boxes, gt_box) if index in parsed else 0.0 for index in range(count)],
             w_box=reward.w_box,
         )
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import numpy as np
 import torch
 from torchvision.ops import generalized_box_iou
 
@@ -37,16 +36,14 @@ def score_masks(
     return iou, s.clamp(0.0, 1.0)
 
 
-def box_giou(boxes: Sequence[tuple[int, int, int, int]], gt: np.ndarray) -> float:
-    """Mean generalised IoU (Rezatofighi et al., 2019) of boxes (x1, y1, x2, y2) with the tight box of the GT
-    mask bool[H, W], in [-1, 1]. Unlike mask IoU it still grades a box that misses the object: the further
-    away, the lower. 0 when there is no box or the GT is empty (nothing to grade against)."""
-    ys, xs = np.nonzero(gt)
-    if not boxes or xs.size == 0:
+def box_giou(boxes: Sequence[tuple[int, int, int, int]], gt_box: tuple[int, int, int, int] | None) -> float:
+    """Mean generalised IoU (Rezatofighi et al., 2019) of boxes (x1, y1, x2, y2) with the GT box, in [-1, 1].
+    Unlike mask IoU it still grades a box that misses the object: the further away, the lower. 0 when there is
+    no box or no GT box (an empty GT: nothing to grade against)."""
+    if not boxes or gt_box is None:
         return 0.0
-    gt_box = torch.tensor([[xs.min(), ys.min(), xs.max(), ys.max()]], dtype=torch.float64)  # inclusive pixels
     predicted = torch.tensor(boxes, dtype=torch.float64)  # [B, 4], corners as the prompt states them
-    return float(generalized_box_iou(predicted, gt_box).mean())
+    return float(generalized_box_iou(predicted, torch.tensor([gt_box], dtype=torch.float64)).mean())
 
 
 def released_s_term(pred: torch.Tensor) -> torch.Tensor:
