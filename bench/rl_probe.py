@@ -42,7 +42,11 @@ def main() -> None:
     p.add_argument("--scale", default="none", choices=("std", "none"))
     p.add_argument("--beta", type=float, default=0.0)
     p.add_argument("--entropy-coef", type=float, default=0.0, help="- c * mean token entropy in the loss")
+    p.add_argument("--coord-entropy", type=float, default=0.0,
+                   help="- c * mean exact entropy at the positions that write a number (coordinates only)")
     p.add_argument("--box-weight", type=float, default=0.0, help="+ w * GIoU(predicted box, GT box) in the reward")
+    p.add_argument("--box-contrast", type=float, default=0.0,
+                   help="- c * w * mean GIoU(predicted box, GT boxes of 256 training scenes): the box's gain over blind")
     p.add_argument("--train-n", type=int, default=8192)
     p.add_argument("--eval-every", type=int, default=50)
     p.add_argument("--gt-steps", type=int, default=0, help="diagnostic: supervise on GT boxes instead of GRPO")
@@ -71,6 +75,7 @@ class Probe:
         processor = AutoProcessor.from_pretrained(self.dir)
         self.tok = processor.tokenizer
         self.eos = self.tok.convert_tokens_to_ids("<|im_end|>")
+        self.number_ids = torch.tensor(self.tok.convert_tokens_to_ids([str(n) for n in range(1024)]))
         self.masked = sorted(set(non_output_token_ids(self.tok)) - {self.eos, self.tok.convert_tokens_to_ids("<|endoftext|>")})
         self.segmenter = build("grabcut", iterations=5, margin=0, context=1.0, point_radius=3, seed=0)
         self.train = [synth_sample(0, i, FRAME) for i in range(args.train_n)]
@@ -80,6 +85,8 @@ class Probe:
         self.engine = HFEngine(self.dir, device="cpu", dtype="float32", system_prompt=SYSTEM)
         self.version = 0
         self.reference = None
+        from reward_server.baselines import mask_box
+        self.reference_tensor = torch.tensor([mask_box(mask) for _, mask in self.train[:256]], dtype=torch.float64)
 
     def log(self, text: str) -> None:
         print(f"[{time.time() - self.start:6.0f}s] {text}", flush=True)
@@ -100,8 +107,14 @@ class Probe:
             return 0.0, 0.0, False
         predicted = self.segmenter.segment(image, [prompt])[0]
         iou, s = score_masks(torch.from_numpy(predicted[None]), torch.from_numpy(mask[None]))
-        (parts,) = combine([True], iou, s, [""], box=[box_giou(prompt.boxes, mask_box(mask))],
-                           w_box=self.args.box_weight)
+        box = box_giou(prompt.boxes, mask_box(mask))
+        if self.args.box_contrast:
+            from torchvision.ops import generalized_box_iou
+
+            predicted = torch.tensor(prompt.boxes, dtype=torch.float64) if prompt.boxes else None
+            if predicted is not None:
+                box -= self.args.box_contrast * float(generalized_box_iou(predicted, self.reference_tensor).mean())
+        (parts,) = combine([True], iou, s, [""], box=[box], w_box=self.args.box_weight)
         return parts.reward, parts.iou, True
 
     def update(self, optimizer, indices, targets, weights=None) -> float:
@@ -115,7 +128,18 @@ class Probe:
                                  self.tok.pad_token_id)
         ids = {"image_token_id": self.model.config.image_token_id,
                "video_token_id": self.model.config.video_token_id, "masked_ids": self.masked}
-        logp, _ = completion_logprobs(self.model, batch, **ids)
+        if weights is not None and self.args.coord_entropy > 0:  # the exact entropy, with its gradient
+            out = self.model(**batch.model_inputs(ids["image_token_id"], ids["video_token_id"]), use_cache=False)
+            logits = out.logits[:, :-1].index_fill(-1, torch.tensor(self.masked), float("-inf"))
+            log_probs = torch.log_softmax(logits, dim=-1)
+            logp = log_probs.gather(-1, batch.completion_ids.unsqueeze(-1)).squeeze(-1)
+            padding = torch.arange(logp.shape[1])[None, :] >= batch.completion_lengths[:, None]
+            logp = logp.masked_fill(padding, 0.0)
+            # entropy among the number tokens only: spreading mass onto other tokens would break the grammar
+            among = torch.log_softmax(out.logits[:, :-1, self.number_ids], dim=-1)
+            entropy = -(among.exp() * among).sum(-1)
+        else:
+            logp, entropy = completion_logprobs(self.model, batch, **ids)
         mask = batch.loss_mask
         tokens = mask.sum(1).clamp(min=1)
         per_seq = (logp * mask).sum(1) / tokens
@@ -124,6 +148,9 @@ class Probe:
             # an entropy bonus, to hold off the collapse onto one box. On the policy's own samples,
             # grad H = -E[log p * grad log p], so minimising c * log p.detach() * log p raises H
             loss = loss + self.args.entropy_coef * ((logp.detach() * logp * mask).sum(1) / tokens).mean()
+        if entropy is not None:  # keep the coordinate distribution broad while the image pathway forms
+            numbers = torch.isin(batch.completion_ids, self.number_ids) & mask.bool()
+            loss = loss - self.args.coord_entropy * (entropy * numbers).sum() / numbers.sum().clamp(min=1)
         if weights is not None and self.args.beta > 0:
             with torch.no_grad():
                 ref, _ = completion_logprobs(self.reference, batch, **ids)

@@ -19,12 +19,11 @@ from reward_server.parse import SegPrompt, render
 from segr1.chat import encode_prompt
 from segr1.protocol import Sample, SFTItem, resolve_arrays
 
-_THOUGHTS = (
-    "The object is hidden in the background; I look for a change in texture.",
-    "Its colour is close to the surroundings, so I follow the edges.",
-    "I mark the object with a box and a few points inside it.",
-    "The region differs slightly in pattern from its neighbourhood.",
-)
+# One fixed thought, not several. The tiny VLM tells image tokens apart only through rotary angles relative to the
+# token being written, so a thought whose length varies moves every coordinate token's offset from the image and
+# the position read-out must be learned once per length. GT-box supervision, fresh model, one seed, held-out IoU:
+# 0.05 / 0.13 / 0.09 at steps 150 / 200 / 300 with four thoughts of different lengths, 0.41 / 0.67 / 0.83 with one.
+_THOUGHTS = ("I mark the object with a box and a few points inside it.",)
 
 
 def random_prompt(frame: int, rng: np.random.Generator) -> SegPrompt:
