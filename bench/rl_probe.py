@@ -44,12 +44,20 @@ def main() -> None:
     p.add_argument("--entropy-coef", type=float, default=0.0, help="- c * mean token entropy in the loss")
     p.add_argument("--coord-entropy", type=float, default=0.0,
                    help="- c * mean exact entropy at the positions that write a number (coordinates only)")
+    p.add_argument("--coord-kl", type=float, default=0.0,
+                   help="+ c * exact KL(policy || warm-started policy) at the positions that write a number")
     p.add_argument("--box-weight", type=float, default=0.0, help="+ w * GIoU(predicted box, GT box) in the reward")
     p.add_argument("--box-contrast", type=float, default=0.0,
                    help="- c * w * mean GIoU(predicted box, GT boxes of 256 training scenes): the box's gain over blind")
     p.add_argument("--train-n", type=int, default=8192)
     p.add_argument("--eval-every", type=int, default=50)
     p.add_argument("--gt-steps", type=int, default=0, help="diagnostic: supervise on GT boxes instead of GRPO")
+    p.add_argument("--object-steps", type=int, default=0,
+                   help="diagnostic: after the warm start, supervise on the box of a random object of each scene "
+                        "(target or distractor): the model learns to box objects, not which one is the target")
+    p.add_argument("--coord-credit", type=float, default=0.0,
+                   help="+ c * per-token advantage at the 4 box coordinates: -|coordinate - GT| / frame, centred "
+                        "in the group (each coordinate's own credit, not the whole box's)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
     args = p.parse_args()
@@ -117,7 +125,7 @@ class Probe:
         (parts,) = combine([True], iou, s, [""], box=[box], w_box=self.args.box_weight)
         return parts.reward, parts.iou, True
 
-    def update(self, optimizer, indices, targets, weights=None) -> float:
+    def update(self, optimizer, indices, targets, weights=None, token_adv=None) -> float:
         """One optimizer step of weighted mean-token log-likelihood (weights None: plain SFT)."""
         from learner.batching import micro_batches, sft_records
         from learner.logprobs import completion_logprobs
@@ -128,7 +136,7 @@ class Probe:
                                  self.tok.pad_token_id)
         ids = {"image_token_id": self.model.config.image_token_id,
                "video_token_id": self.model.config.video_token_id, "masked_ids": self.masked}
-        if weights is not None and self.args.coord_entropy > 0:  # the exact entropy, with its gradient
+        if weights is not None and (self.args.coord_entropy > 0 or self.args.coord_kl > 0):  # exact, with gradient
             out = self.model(**batch.model_inputs(ids["image_token_id"], ids["video_token_id"]), use_cache=False)
             logits = out.logits[:, :-1].index_fill(-1, torch.tensor(self.masked), float("-inf"))
             log_probs = torch.log_softmax(logits, dim=-1)
@@ -138,17 +146,33 @@ class Probe:
             # entropy among the number tokens only: spreading mass onto other tokens would break the grammar
             among = torch.log_softmax(out.logits[:, :-1, self.number_ids], dim=-1)
             entropy = -(among.exp() * among).sum(-1)
+            if self.args.coord_kl > 0:  # hold the coordinate distribution near the broad warm-started one
+                with torch.no_grad():
+                    ref = self.reference(**batch.model_inputs(ids["image_token_id"], ids["video_token_id"]),
+                                         use_cache=False).logits[:, :-1]
+                    ref = torch.log_softmax(ref.index_fill(-1, torch.tensor(self.masked), float("-inf")), dim=-1)
+                finite = log_probs.isfinite() & ref.isfinite()
+                kl = (log_probs.exp() * torch.where(finite, log_probs - ref, 0.0)).sum(-1)
+                numbers = torch.isin(batch.completion_ids, self.number_ids) & batch.loss_mask.bool()
+                self.kl_extra = self.args.coord_kl * (kl * numbers).sum() / numbers.sum().clamp(min=1)
         else:
             logp, entropy = completion_logprobs(self.model, batch, **ids)
         mask = batch.loss_mask
         tokens = mask.sum(1).clamp(min=1)
         per_seq = (logp * mask).sum(1) / tokens
         loss = -(per_seq * (torch.ones(len(items)) if weights is None else weights)).mean()
+        if token_adv is not None:
+            width = logp.shape[1]
+            extra = torch.stack([torch.nn.functional.pad(t, (0, width - len(t)))[:width] for t in token_adv])
+            loss = loss - ((logp * extra * mask).sum(1) / tokens).mean()
         if weights is not None and self.args.entropy_coef > 0:
             # an entropy bonus, to hold off the collapse onto one box. On the policy's own samples,
             # grad H = -E[log p * grad log p], so minimising c * log p.detach() * log p raises H
             loss = loss + self.args.entropy_coef * ((logp.detach() * logp * mask).sum(1) / tokens).mean()
-        if entropy is not None:  # keep the coordinate distribution broad while the image pathway forms
+        if getattr(self, "kl_extra", None) is not None:
+            loss = loss + self.kl_extra
+            self.kl_extra = None
+        if entropy is not None and self.args.coord_entropy > 0:  # keep the coordinate distribution broad
             numbers = torch.isin(batch.completion_ids, self.number_ids) & mask.bool()
             loss = loss - self.args.coord_entropy * (entropy * numbers).sum() / numbers.sum().clamp(min=1)
         if weights is not None and self.args.beta > 0:
@@ -179,6 +203,34 @@ class Probe:
         self.log(f"EVAL {tag}: greedy iou {g[0]:.3f} (se {g[1]:.3f}) shuffled {g[2]:.3f} distinct {g[3]}/{n}; "
                  f"sampled iou {s[0]:.3f} shuffled {s[2]:.3f}")
 
+    def coordinate_advantages(self, owners: list[int], targets: list[list[int]]) -> list[torch.Tensor]:
+        """Per-token advantages [len(target)]: at each of the first 4 number tokens (the box), c * the group-centred
+        -|coordinate - GT coordinate| / frame; 0 elsewhere and for completions without 4 numbers."""
+        from reward_server.baselines import mask_box
+
+        numbers = set(self.number_ids.tolist())
+        errors, places = [], []
+        for j, ids in zip(owners, targets):
+            at = [t for t, token in enumerate(ids) if token in numbers][:4]
+            gt = mask_box(self.train[j][1])
+            if len(at) == 4:
+                values = [int(self.tok.convert_ids_to_tokens(ids[t])) for t in at]
+                errors.append([-abs(v - g) / FRAME for v, g in zip(values, gt)])
+            else:
+                errors.append(None)
+            places.append(at)
+        out = []
+        g = self.args.group
+        for start in range(0, len(targets), g):
+            valid = [e for e in errors[start:start + g] if e is not None]
+            mean = np.mean(valid, axis=0) if valid else None
+            for i in range(start, start + g):
+                adv = torch.zeros(len(targets[i]))
+                if errors[i] is not None and len(valid) > 1:
+                    adv[places[i]] = self.args.coord_credit * torch.tensor(np.array(errors[i]) - mean, dtype=torch.float32)
+                out.append(adv)
+        return out
+
     def run(self) -> None:
         from cluster.warm_start import random_prompt
         from learner.grpo import group_advantages
@@ -194,6 +246,24 @@ class Probe:
                        for _ in indices]
             self.update(optimizer, indices, targets)
         self.evaluate("after warm start")
+        if a.object_steps:
+            from reward_server.baselines import oracle_prompt
+            from segr1.data.synth import DISTRACTORS, _place_objects
+
+            def any_object(index: int):
+                scene = np.random.default_rng([0, int(index)])  # synth_sample's own stream: its masks, in order
+                masks = _place_objects(scene, FRAME, 1 + int(scene.integers(DISTRACTORS[0], DISTRACTORS[1] + 1)))
+                prompt = oracle_prompt(masks[int(rng.integers(len(masks)))])
+                return render(type(prompt)("I mark the object with a box and a few points inside it.",
+                                           prompt.boxes, prompt.points, prompt.labels))
+
+            optimizer = torch.optim.AdamW(self.model.parameters(), lr=1e-3, weight_decay=0.0)
+            for step in range(1, a.object_steps + 1):
+                indices = rng.integers(0, len(self.train), 32)
+                targets = [self.tok(any_object(j), add_special_tokens=False)["input_ids"] + [self.eos] for j in indices]
+                self.update(optimizer, indices, targets)
+                if step % 100 == 0:
+                    self.evaluate(f"object step {step}")
         if a.gt_steps:  # diagnostic: can the warm-started policy still learn to look? (supervised, GT targets)
             from cluster.warm_start import ground_truth_prompt
 
@@ -206,7 +276,7 @@ class Probe:
                 if step % a.eval_every == 0:
                     self.evaluate(f"GT step {step}")
             return
-        self.reference = copy.deepcopy(self.model).eval() if a.beta > 0 else None
+        self.reference = copy.deepcopy(self.model).eval() if a.beta > 0 or a.coord_kl > 0 else None
         optimizer = torch.optim.AdamW(self.model.parameters(), lr=a.lr, weight_decay=0.0)
         schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / max(a.warmup, 1)))
         for step in range(1, a.steps + 1):
@@ -221,11 +291,14 @@ class Probe:
                     rewards.append(r), ious.append(iou), formats.append(ok)
                     owners.append(j), targets.append(list(completion.token_ids))
             adv = group_advantages(torch.tensor(rewards, dtype=torch.float32), a.group, a.scale)
-            keep = [i for i in range(len(rewards)) if adv[i] != 0 or a.beta > 0 or a.entropy_coef > 0]
+            token_adv = self.coordinate_advantages(owners, targets) if a.coord_credit else None
+            keep = [i for i in range(len(rewards)) if adv[i] != 0 or a.beta > 0 or a.entropy_coef > 0
+                    or (token_adv is not None and bool(token_adv[i].any()))]
             norm = 0.0
             if keep:  # a batch without signal is not stepped: Adam would move the weights on its old moments
                 weights = adv[keep] * len(keep) / len(rewards)
-                norm = self.update(optimizer, [owners[i] for i in keep], [targets[i] for i in keep], weights)
+                extra = None if token_adv is None else [token_adv[i] * len(keep) / len(rewards) for i in keep]
+                norm = self.update(optimizer, [owners[i] for i in keep], [targets[i] for i in keep], weights, extra)
                 schedule.step()
             if step % 10 == 0:
                 self.log(f"step {step}: reward {np.mean(rewards):.3f} iou {np.mean(ious):.3f} "
