@@ -72,7 +72,7 @@ class Probe:
 
         from reward_server.segmenters import build
         from rollout.hf_engine import HFEngine
-        from rollout.tiny_model import build_tiny_vlm
+        from rollout.tiny_model import NUMBER_TOKENS, build_tiny_vlm
         from segr1.chat import FOREGROUND_INSTRUCTION, encode_prompt, non_output_token_ids
         from segr1.data.synth import synth_sample
 
@@ -83,7 +83,7 @@ class Probe:
         processor = AutoProcessor.from_pretrained(self.dir)
         self.tok = processor.tokenizer
         self.eos = self.tok.convert_tokens_to_ids("<|im_end|>")
-        self.number_ids = torch.tensor(self.tok.convert_tokens_to_ids([str(n) for n in range(1024)]))
+        self.number_ids = torch.tensor(self.tok.convert_tokens_to_ids([str(n) for n in range(NUMBER_TOKENS)]))
         self.masked = sorted(set(non_output_token_ids(self.tok)) - {self.eos, self.tok.convert_tokens_to_ids("<|endoftext|>")})
         self.segmenter = build("grabcut", iterations=5, margin=0, context=1.0, point_radius=3, seed=0)
         self.train = [synth_sample(0, i, FRAME) for i in range(args.train_n)]
@@ -94,7 +94,9 @@ class Probe:
         self.version = 0
         self.reference = None
         from reward_server.baselines import mask_box
-        self.reference_tensor = torch.tensor([mask_box(mask) for _, mask in self.train[:256]], dtype=torch.float64)
+
+        self.train_boxes = [mask_box(mask) for _, mask in self.train]  # read once: rewards and credit reuse them
+        self.contrast_boxes = torch.tensor(self.train_boxes[:256], dtype=torch.float64)
 
     def log(self, text: str) -> None:
         print(f"[{time.time() - self.start:6.0f}s] {text}", flush=True)
@@ -121,14 +123,14 @@ class Probe:
 
             predicted = torch.tensor(prompt.boxes, dtype=torch.float64) if prompt.boxes else None
             if predicted is not None:
-                box -= self.args.box_contrast * float(generalized_box_iou(predicted, self.reference_tensor).mean())
+                box -= self.args.box_contrast * float(generalized_box_iou(predicted, self.contrast_boxes).mean())
         (parts,) = combine([True], iou, s, [""], box=[box], w_box=self.args.box_weight)
         return parts.reward, parts.iou, True
 
     def update(self, optimizer, indices, targets, weights=None, token_adv=None) -> float:
         """One optimizer step of weighted mean-token log-likelihood (weights None: plain SFT)."""
         from learner.batching import micro_batches, sft_records
-        from learner.logprobs import completion_logprobs
+        from learner.logprobs import completion_logprobs, token_logprobs
         from segr1.protocol import SFTItem
 
         items = [SFTItem(str(j), self.train[j][0], self.encoded[j][0], t) for j, t in zip(indices, targets)]
@@ -136,25 +138,27 @@ class Probe:
                                  self.tok.pad_token_id)
         ids = {"image_token_id": self.model.config.image_token_id,
                "video_token_id": self.model.config.video_token_id, "masked_ids": self.masked}
+        kl_term = None
         if weights is not None and (self.args.coord_entropy > 0 or self.args.coord_kl > 0):  # exact, with gradient
             out = self.model(**batch.model_inputs(ids["image_token_id"], ids["video_token_id"]), use_cache=False)
-            logits = out.logits[:, :-1].index_fill(-1, torch.tensor(self.masked), float("-inf"))
-            log_probs = torch.log_softmax(logits, dim=-1)
-            logp = log_probs.gather(-1, batch.completion_ids.unsqueeze(-1)).squeeze(-1)
+            logits = out.logits[:, :-1]
+            logp, _ = token_logprobs(logits, batch.completion_ids, masked_ids=self.masked)
             padding = torch.arange(logp.shape[1])[None, :] >= batch.completion_lengths[:, None]
             logp = logp.masked_fill(padding, 0.0)
             # entropy among the number tokens only: spreading mass onto other tokens would break the grammar
             among = torch.log_softmax(out.logits[:, :-1, self.number_ids], dim=-1)
             entropy = -(among.exp() * among).sum(-1)
             if self.args.coord_kl > 0:  # hold the coordinate distribution near the broad warm-started one
+                masked = torch.tensor(self.masked)
+                log_probs = torch.log_softmax(logits.index_fill(-1, masked, float("-inf")), dim=-1)
                 with torch.no_grad():
                     ref = self.reference(**batch.model_inputs(ids["image_token_id"], ids["video_token_id"]),
                                          use_cache=False).logits[:, :-1]
-                    ref = torch.log_softmax(ref.index_fill(-1, torch.tensor(self.masked), float("-inf")), dim=-1)
+                    ref = torch.log_softmax(ref.index_fill(-1, masked, float("-inf")), dim=-1)
                 finite = log_probs.isfinite() & ref.isfinite()
                 kl = (log_probs.exp() * torch.where(finite, log_probs - ref, 0.0)).sum(-1)
                 numbers = torch.isin(batch.completion_ids, self.number_ids) & batch.loss_mask.bool()
-                self.kl_extra = self.args.coord_kl * (kl * numbers).sum() / numbers.sum().clamp(min=1)
+                kl_term = self.args.coord_kl * (kl * numbers).sum() / numbers.sum().clamp(min=1)
         else:
             logp, entropy = completion_logprobs(self.model, batch, **ids)
         mask = batch.loss_mask
@@ -169,9 +173,8 @@ class Probe:
             # an entropy bonus, to hold off the collapse onto one box. On the policy's own samples,
             # grad H = -E[log p * grad log p], so minimising c * log p.detach() * log p raises H
             loss = loss + self.args.entropy_coef * ((logp.detach() * logp * mask).sum(1) / tokens).mean()
-        if getattr(self, "kl_extra", None) is not None:
-            loss = loss + self.kl_extra
-            self.kl_extra = None
+        if kl_term is not None:
+            loss = loss + kl_term
         if entropy is not None and self.args.coord_entropy > 0:  # keep the coordinate distribution broad
             numbers = torch.isin(batch.completion_ids, self.number_ids) & mask.bool()
             loss = loss - self.args.coord_entropy * (entropy * numbers).sum() / numbers.sum().clamp(min=1)
@@ -206,13 +209,11 @@ class Probe:
     def coordinate_advantages(self, owners: list[int], targets: list[list[int]]) -> list[torch.Tensor]:
         """Per-token advantages [len(target)]: at each of the first 4 number tokens (the box), c * the group-centred
         -|coordinate - GT coordinate| / frame; 0 elsewhere and for completions without 4 numbers."""
-        from reward_server.baselines import mask_box
-
         numbers = set(self.number_ids.tolist())
         errors, places = [], []
         for j, ids in zip(owners, targets):
             at = [t for t, token in enumerate(ids) if token in numbers][:4]
-            gt = mask_box(self.train[j][1])
+            gt = self.train_boxes[j]
             if len(at) == 4:
                 values = [int(self.tok.convert_ids_to_tokens(ids[t])) for t in at]
                 errors.append([-abs(v - g) / FRAME for v, g in zip(values, gt)])
@@ -247,15 +248,14 @@ class Probe:
             self.update(optimizer, indices, targets)
         self.evaluate("after warm start")
         if a.object_steps:
-            from reward_server.baselines import oracle_prompt
+            from cluster.warm_start import ground_truth_prompt
             from segr1.data.synth import DISTRACTORS, _place_objects
 
             def any_object(index: int):
                 scene = np.random.default_rng([0, int(index)])  # synth_sample's own stream: its masks, in order
                 masks = _place_objects(scene, FRAME, 1 + int(scene.integers(DISTRACTORS[0], DISTRACTORS[1] + 1)))
-                prompt = oracle_prompt(masks[int(rng.integers(len(masks)))])
-                return render(type(prompt)("I mark the object with a box and a few points inside it.",
-                                           prompt.boxes, prompt.points, prompt.labels))
+                # a throwaway generator for the (single) thought: the run's own stream is not drawn from
+                return render(ground_truth_prompt(masks[int(rng.integers(len(masks)))], np.random.default_rng(0)))
 
             optimizer = torch.optim.AdamW(self.model.parameters(), lr=1e-3, weight_decay=0.0)
             for step in range(1, a.object_steps + 1):
