@@ -134,11 +134,15 @@ class Controller:
 
         trained_version = self.version  # the weights this update starts from
         t_learn = time.perf_counter()
-        if items:
+        # no update, so nothing new to broadcast, when dynamic sampling dropped every group, or when no
+        # completion carries an advantage and no KL term pulls (beta 0): the gradient is zero, but Adam would
+        # still move every weight on its old moments
+        signal = any(a != 0.0 for item in items for a in item.advantages) or algo.beta > 0
+        if items and signal:
             stats = self.pools.learner.train_step(items)
             learn_s = time.perf_counter() - t_learn
             sync_s = self._broadcast()
-        else:  # dynamic sampling dropped every group: no update, so nothing new to broadcast
+        else:
             stats = {"policy/loss": 0.0, "policy/kl": 0.0, "policy/clip_frac": 0.0}
             learn_s = sync_s = 0.0
 
@@ -156,7 +160,8 @@ class Controller:
             "throughput/samples_per_s": completions / step_s,
             "weights/version": self.version,
             "pipeline/staleness": max(trained_version - g.weights_version for g in batch.groups),
-            "data/groups_trained": len(items),
+            "data/groups_trained": len(items) if signal else 0,
+            "learner/skipped_update": float(not (items and signal)),  # no gradient signal: Adam not stepped
             "data/groups_drawn": len(batch.samples),  # scored, plus dropped ones
             "data/groups_filtered": len(batch.groups) - len(items),  # equal rewards, or a refill surplus
             "data/draws": len(draws),

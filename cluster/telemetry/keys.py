@@ -73,6 +73,8 @@ EXTRA_KEYS: dict[str, str] = {
     "data/draws": "batches of prompts drawn this step (more than 1 only with algorithm.max_draws > 1)",
     "data/groups_dropped": "groups left out because their scoring failed for good (reward.max_retries spent); "
     "never given a reward (docs/RELIABILITY.md)",
+    "learner/skipped_update": "1 when the step did not update: no group kept, or every advantage 0 with beta 0 "
+    "(a zero gradient, on which Adam would still move the weights)",
     "learner/restarts": "times the job restarted the learner group from a checkpoint after it died or hung",
     "time/reward_exposed_s": "seconds scoring after the last rollout shard returned (reward time not hidden "
     "behind generation: shards are scored as they return)",

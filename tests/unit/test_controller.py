@@ -266,3 +266,20 @@ def test_overlong_shaping_enters_the_advantages_and_the_dynamic_sampling_rule(tm
             build(tmp_path, "rollout.max_new_tokens=3", bad)
     with pytest.raises(ConfigError, match="algorithm.overlong_factor"):
         build(tmp_path, "algorithm.overlong_buffer=2", "algorithm.overlong_factor=-1")
+
+
+def test_a_batch_without_advantage_does_not_step_the_optimizer_unless_a_kl_term_pulls(tmp_path):
+    # every completion scores the same: every advantage is 0. With beta 0 the gradient is exactly zero, and an
+    # Adam step would still move the weights on its old moments, so the update (and its broadcast) is skipped
+    controller, pools, _, log = build(tmp_path, "algorithm.beta=0", pools=FakePools(reward_of=lambda s, j: 0.3))
+    controller.run()
+    assert pools.learner.trained == []
+    assert [row["learner/skipped_update"] for row in log.rows] == [1.0, 1.0]
+    assert [row["data/groups_trained"] for row in log.rows] == [0, 0]
+
+    # with a KL term the loss still has a gradient toward the reference: the step runs
+    controller, pools, _, log = build(tmp_path / "kl", "algorithm.beta=0.04",
+                                      pools=FakePools(reward_of=lambda s, j: 0.3))
+    controller.run()
+    assert len(pools.learner.trained) == 2
+    assert [row["learner/skipped_update"] for row in log.rows] == [0.0, 0.0]
