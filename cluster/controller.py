@@ -109,7 +109,12 @@ class Controller:
                     metrics.update(self._evaluate(tag="end"))
                 self._log(metrics)
                 if (cfg.checkpoint.every and self.step % cfg.checkpoint.every == 0) or last:
-                    self._checkpoint()
+                    try:
+                        self._checkpoint()
+                    except StageError as error:  # the write stays incomplete (no state file): never loaded
+                        if error.service != "learner":
+                            raise error.at_step(self.step) from None
+                        self._restart_learner(error.at_step(self.step))  # replays the steps since the last one
         finally:
             self.requests.close(f"run {cfg.run.name!r} ended at step {self.step} of {self.last_step}")
         self._wait_ahead()

@@ -189,7 +189,9 @@ class FakeLearner:
         self.events.append(("reset_optimizer",))
 
     def save_checkpoint(self, directory: str, extra_state: dict[str, Any]) -> None:
-        Path(directory).mkdir(parents=True)
+        Path(directory).mkdir(parents=True, exist_ok=True)  # a replayed step rewrites an interrupted write
+        if self.armed.pop("save_checkpoint", None):  # the rank died mid-write: the state file never lands
+            raise StageError("learner_step", "learner rank 0", "the rank died during save_checkpoint (ActorDiedError)")
         (Path(directory) / "state.json").write_text(json.dumps({"version": self.version, "weights": self.weights,
                                                                 "extra": extra_state}))
         self.events.append(("checkpoint", Path(directory).name))

@@ -253,3 +253,27 @@ def test_every_in_call_drill_key_is_in_the_config_schema():
 def test_stage_timeouts_and_restart_bounds_are_validated(override, message):
     with pytest.raises(ConfigError, match=f"^{message}$"):
         load_config(None, [override])
+
+
+def test_a_learner_lost_while_writing_a_checkpoint_restarts_from_the_previous_one_and_ends_as_a_straight_run(
+        tmp_path, sleeps):
+    straight, straight_log = uninterrupted(tmp_path, *CHECKPOINTED)
+    controller, pools, _, log = build(tmp_path, *CHECKPOINTED)
+    fired = []
+
+    def die_in_the_step_4_save() -> None:  # armed while step 4 trains: its checkpoint write is the one lost
+        if controller.step == 3 and not fired:
+            pools.learner.armed["save_checkpoint"] = "die"
+            fired.append(True)
+
+    pools.learner.before_train = die_in_the_step_4_save
+    controller.run()
+
+    events = pools.events
+    restart = events.index(("restart_learner",))
+    assert events[restart + 1] == ("load_checkpoint", "step_2")  # the interrupted step_4 write is never loaded
+    assert [row["step"] for row in log.rows] == [1, 2, 3, 4]  # steps 3-4 replayed: each row logged once
+    assert trained_ids(log.rows) == trained_ids(straight_log.rows)
+    assert pools.learner.weights == straight.learner.weights
+    assert [e for e in events if e[0] == "checkpoint"][-1] == ("checkpoint", "step_4")
+    assert [row["learner/restarts"] for row in log.rows] == [0, 0, 1, 1]
