@@ -58,12 +58,38 @@ def main() -> None:
     p.add_argument("--coord-credit", type=float, default=0.0,
                    help="+ c * per-token advantage at the 4 box coordinates: -|coordinate - GT| / frame, centred "
                         "in the group (each coordinate's own credit, not the whole box's)")
+    p.add_argument("--coord-contrast", action="store_true",
+                   help="per-coordinate credit pays only the gain over the same coordinate's mean error against 256 "
+                        "training GT boxes: a coordinate good for every scene earns nothing, so no constant attractor")
+    p.add_argument("--sequence-weight", type=float, default=1.0,
+                   help="scale of the whole-completion (paper reward) advantages; 0 with --coord-credit leaves only "
+                        "the per-coordinate signal")
+    p.add_argument("--grid", type=int, default=1,
+                   help="warm-start coordinates snapped to multiples of this many pixels: fewer values per coordinate "
+                        "for GRPO to explore (still image-independent)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     Probe(args).run()
+
+
+def snap(prompt, grid: int):
+    """The prompt with every coordinate rounded to a multiple of `grid` px (1: unchanged)."""
+    if grid <= 1:
+        return prompt
+    from dataclasses import replace
+
+    def r(v: int) -> int:
+        return min(FRAME - 1, grid * round(v / grid))
+
+    def box(x1: int, y1: int, x2: int, y2: int) -> tuple[int, int, int, int]:
+        x1, y1 = r(x1), r(y1)
+        return x1, y1, max(r(x2), x1 + grid), max(r(y2), y1 + grid)  # a side never snaps to nothing
+
+    return replace(prompt, boxes=[box(*b) for b in prompt.boxes],
+                   points=[tuple(r(v) for v in point) for point in prompt.points])
 
 
 class Probe:
@@ -197,7 +223,7 @@ class Probe:
         n = len(self.held)
         out = {}
         for name, sampling in (("greedy", SamplingParams(n=1, temperature=0.0, max_new_tokens=64, seed=0)),
-                               ("sampled", SamplingParams(n=4, temperature=1.0, max_new_tokens=64, seed=123))):
+                               ("sampled", SamplingParams(n=4, temperature=1.0, max_new_tokens=64, seed=123 + self.version))):
             texts = [[c.text for c in g.completions] for g in self.engine.generate(requests, sampling)]
             own = [self.reward(t, *self.held[i])[1] for i in range(n) for t in texts[i]]
             other = [self.reward(t, *self.held[i])[1] for i in range(n) for t in texts[(i + 1) % n]]
@@ -216,7 +242,11 @@ class Probe:
             gt = self.train_boxes[j]
             if len(at) == 4:
                 values = [int(self.tok.convert_ids_to_tokens(ids[t])) for t in at]
-                errors.append([-abs(v - g) / FRAME for v, g in zip(values, gt)])
+                error = [-abs(v - g) / FRAME for v, g in zip(values, gt)]
+                if self.args.coord_contrast:  # minus the same value's mean error on other scenes: blind earns 0
+                    blind = (self.contrast_boxes - torch.tensor(values, dtype=torch.float64)).abs().mean(0) / FRAME
+                    error = [e + float(b) for e, b in zip(error, blind)]
+                errors.append(error)
             else:
                 errors.append(None)
             places.append(at)
@@ -243,8 +273,8 @@ class Probe:
         optimizer = torch.optim.AdamW(self.model.parameters(), lr=2e-3, weight_decay=0.0)
         for step in range(a.warm_start_steps):  # the product's warm start: image-independent random boxes
             indices = rng.integers(0, len(self.train), 16)
-            targets = [self.tok(render(random_prompt(FRAME, rng)), add_special_tokens=False)["input_ids"] + [self.eos]
-                       for _ in indices]
+            targets = [self.tok(render(snap(random_prompt(FRAME, rng), a.grid)), add_special_tokens=False)
+                       ["input_ids"] + [self.eos] for _ in indices]
             self.update(optimizer, indices, targets)
         self.evaluate("after warm start")
         if a.object_steps:
@@ -296,7 +326,7 @@ class Probe:
                     or (token_adv is not None and bool(token_adv[i].any()))]
             norm = 0.0
             if keep:  # a batch without signal is not stepped: Adam would move the weights on its old moments
-                weights = adv[keep] * len(keep) / len(rewards)
+                weights = a.sequence_weight * adv[keep] * len(keep) / len(rewards)
                 extra = None if token_adv is None else [token_adv[i] * len(keep) / len(rewards) for i in keep]
                 norm = self.update(optimizer, [owners[i] for i in keep], [targets[i] for i in keep], weights, extra)
                 schedule.step()
