@@ -53,7 +53,9 @@ def _in_bundle(placement: Any, index: int) -> Any:
 class LearnerGroup:
     """Driver-side handle of `learner.num_ranks` LearnerActor ranks; same methods as one LearnerActor."""
 
-    def __init__(self, cfg: Config, model_path: str, ready_timeout_s: float = 600.0) -> None:
+    def __init__(self, cfg: Config, model_path: str, ready_timeout_s: float = 600.0, wait: bool = True) -> None:
+        """Places and starts the ranks; with wait=False the caller does other start-up (rollout and reward
+        pools load their models meanwhile) and calls `wait_ready` before the first use."""
         import ray
         from ray.util.placement_group import placement_group
 
@@ -74,9 +76,20 @@ class LearnerGroup:
             .remote(cfg, model_path, rank, self.num_ranks, host, port)
             for rank in range(self.num_ranks)
         ]
-        ray.get([a.weights_version.remote() for a in self.actors], timeout=ready_timeout_s)  # init errors surface
+        self._ready = [a.weights_version.remote() for a in self.actors]
+        self._ready_timeout_s = ready_timeout_s
         self._timeouts = {"learner_step": ("learner.timeout_s", learner.timeout_s),
                           "weight_sync": ("learner.sync.timeout_s", learner.sync.timeout_s)}
+        if wait:
+            self.wait_ready()
+
+    def wait_ready(self) -> None:
+        """Blocks until every rank has loaded its model; a rank's init error surfaces here."""
+        import ray
+
+        if self._ready:
+            ray.get(self._ready, timeout=self._ready_timeout_s)
+            self._ready = []
 
     # ------------------------------------------------------------------------------------------ fan-out
     def _all(self, method: str, *args: Any, stage: str = "learner_step") -> list[Any]:
