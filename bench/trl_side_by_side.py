@@ -17,8 +17,10 @@ What it does:
    same prompts in the same order (the project's EpochSampler order, fed to TRL unshuffled), sample G
    completions per prompt with the same special tokens suppressed, score them with the project's parser,
    GrabCut segmenter and reward (a RewardActor in-process is TRL's reward function, one request per group),
-   and take one AdamW step per batch with the same lr, betas, eps, weight decay, clipping, micro-batch and
-   loss (seq-mean-token-mean, clip 0.2, beta from config).
+   and take one AdamW step per batch with the same lr and schedule (the learner's own warm-up rule drives a
+   LambdaLR handed to TRL), betas, eps, weight decay, clipping, micro-batch and loss (seq-mean-token-mean,
+   clip 0.2, beta from config). (Until the config gained a 10-step warm-up, TRL ran a constant lr; with the
+   warm-up on one side only, TRL's first update at lr 1e-3 broke the format: reward 0 from step 2.)
 4. Prints per run: steady-state completions/s (median over steps 3..N of completions / step time), the
    whole-process wall time, mean reward of the last steps, the machine load before and after; then the
    project/TRL ratios of the medians over rounds.
@@ -163,8 +165,10 @@ def trl_worker(result_path: Path, args: argparse.Namespace) -> None:
     import torch
     from datasets import Dataset
     from PIL import Image
-    from transformers import AutoProcessor, TrainerCallback
+    from transformers import AutoModelForImageTextToText, AutoProcessor, TrainerCallback
     from trl import GRPOConfig, GRPOTrainer
+
+    from learner.deepspeed_config import lr_lambda
 
     from reward_server.actor import RewardActor
     from segr1.chat import encode_prompt, messages, non_output_token_ids
@@ -216,9 +220,8 @@ def trl_worker(result_path: Path, args: argparse.Namespace) -> None:
         per_device_train_batch_size=micro, gradient_accumulation_steps=batch // micro,  # one update per batch
         num_generations=group, max_completion_length=rollout.max_new_tokens, temperature=rollout.temperature,
         top_p=rollout.top_p, top_k=0, generation_kwargs={"suppress_tokens": masked},
-        learning_rate=learner.lr, lr_scheduler_type="constant", warmup_steps=0, weight_decay=learner.weight_decay,
-        adam_beta1=learner.adam_betas[0], adam_beta2=learner.adam_betas[1], adam_epsilon=1e-8,
-        max_grad_norm=learner.grad_clip, optim="adamw_torch",
+        learning_rate=learner.lr, weight_decay=learner.weight_decay,  # optimizer and schedule: passed below
+        max_grad_norm=learner.grad_clip,
         beta=algo.beta, epsilon=0.2, num_iterations=1, loss_type="grpo", scale_rewards="group",
         # TRL's default recomputes every layer's activations in the backward pass: a memory saving that a
         # 1M-parameter model does not need and that cost TRL 5-10x per step here; the project does not do it
@@ -234,8 +237,15 @@ def trl_worker(result_path: Path, args: argparse.Namespace) -> None:
         def on_step_end(self, *_, **__):
             times.append(time.perf_counter() - self.t0)
 
-    trainer = GRPOTrainer(model=args.model, reward_funcs=seg_reward, args=config, train_dataset=dataset,
-                          processing_class=processor, callbacks=[StepTimer()])
+    # The project's optimizer and learning-rate schedule, stepped once per update on both sides: AdamW, and the
+    # learner's own warm-up rule ((step + 1) / warmup_steps; HF's constant_with_warmup starts at lr 0)
+    model = AutoModelForImageTextToText.from_pretrained(args.model, dtype=torch.float32)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=learner.lr, betas=tuple(learner.adam_betas), eps=1e-8,
+                                  weight_decay=learner.weight_decay)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lr_lambda(learner.lr_schedule, learner.warmup_steps, total_steps=args.steps))
+    trainer = GRPOTrainer(model=model, reward_funcs=seg_reward, args=config, train_dataset=dataset,
+                          processing_class=processor, callbacks=[StepTimer()], optimizers=(optimizer, schedule))
     # The same prompt tokens and pixels as the project's engines, checked on the first prompt.
     first = [{"role": m["role"], "content": [{"type": "image", "image": dataset[0]["image"]} if p["type"] == "image"
                                               else {"type": "text", "text": p["text"]} for p in m["content"]]}

@@ -29,10 +29,11 @@ class Pools:
     def __init__(self, cfg: Config, model_path: str) -> None:
         self.cfg = cfg
         self.model_path = model_path
-        # the learner ranks load (DeepSpeed import, model, optimizer) while the rollout and reward pools start
+        # Start-up overlaps: the learner ranks (DeepSpeed, model, optimizer) and the reward actors (segmenter)
+        # load while the rollout pool waits for its workers, instead of one pool after another
         self.learner = LearnerGroup(cfg, model_path, wait=False)
+        self.reward = RewardPool(cfg, cfg.reward.num_actors)  # does not wait: actors answer when loaded
         self.rollout = RolloutPool(cfg, model_path, cfg.rollout.num_workers)
-        self.reward = RewardPool(cfg, cfg.reward.num_actors)
         self.learner.wait_ready()
         self.collective = weight_sync.collective_backend(cfg)  # None = object store
         self._group_members: list[Any] | None = None
