@@ -26,8 +26,9 @@ STEPS = 4
 UNCOMPARED = ("time/", "throughput/", "rollout_pool/", "reward_pool/", "eval/")
 SETTINGS = ("checkpoint.every=2", "checkpoint.keep=3", "cluster.metrics_export_port=0", "logging.overlay_every=0",
             "algorithm.baseline_images=0", "checkpoint.export_hf=false",
-            # after 2 warm-start steps the tiny policy earns no reward yet, so every advantage is 0; weight decay
-            # keeps the optimizer (and its state) moving the weights on every step regardless
+            # after 2 warm-start steps the tiny policy earns no reward yet, so every advantage is 0: the KL term
+            # of runs.TINY (beta 0.04) makes every step update, and weight decay moves every weight in it, so the
+            # optimizer's state must be restored exactly for the weights to match
             "learner.weight_decay=0.1")
 
 
