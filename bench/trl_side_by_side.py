@@ -169,7 +169,6 @@ def trl_worker(result_path: Path, args: argparse.Namespace) -> None:
     from trl import GRPOConfig, GRPOTrainer
 
     from learner.deepspeed_config import lr_lambda
-
     from reward_server.actor import RewardActor
     from segr1.chat import encode_prompt, messages, non_output_token_ids
     from segr1.config import load_config
