@@ -291,7 +291,8 @@ class LearnerActor:
             temperature = rollout_t if rollout_t > 0 else 1.0  # greedy rollouts: score the model's own softmax
         return completion_logprobs(model, mb, image_token_id=self.image_token_id,
                                    video_token_id=self.video_token_id, temperature=temperature,
-                                   with_entropy=with_entropy, masked_ids=self.masked_ids)
+                                   with_entropy=with_entropy, masked_ids=self.masked_ids,
+                                   encode_images_once=self.cfg.learner.encode_images_once)
 
     def _vision(self, items: list[Any]) -> list[dict[str, torch.Tensor]]:
         images = resolve_arrays([item.image for item in items])  # ArrayRefs: one object-store fetch for all

@@ -46,13 +46,20 @@ def completion_logprobs(
     temperature: float = 1.0,
     with_entropy: bool = False,
     masked_ids: Sequence[int] = (),
+    encode_images_once: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Per-token log-probs [B, C] of `batch.completion_ids` under `model` (an HF VLM or a DeepSpeed engine).
 
     Only the last C + 1 positions are turned into logits (`logits_to_keep`): the prompt's logits are never
-    materialised, which matters with a 150k-token vocabulary.
+    materialised, which matters with a 150k-token vocabulary. `encode_images_once`: rows that share an image
+    share one vision-tower pass (learner/shared_images.py).
     """
-    out = model(**batch.model_inputs(image_token_id, video_token_id), use_cache=False)
+    inputs = batch.model_inputs(image_token_id, video_token_id)
+    if encode_images_once:
+        from learner.shared_images import shared_image_inputs
+
+        inputs = shared_image_inputs(model, inputs)
+    out = model(**inputs, use_cache=False)
     logits = out.logits[:, :-1]  # [B, C, V]: position t predicts completion token t
     logp, entropy = token_logprobs(logits, batch.completion_ids, temperature, with_entropy, masked_ids)
     # padding may hold a masked id (log p = -inf): zero it so masked sums stay finite (0 * inf is NaN)
