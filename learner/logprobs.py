@@ -58,7 +58,7 @@ def completion_logprobs(
     if encode_images_once:
         from learner.shared_images import shared_image_inputs
 
-        inputs = shared_image_inputs(model, inputs)
+        inputs = shared_image_inputs(model, inputs, batch.sources)
     out = model(**inputs, use_cache=False)
     logits = out.logits[:, :-1]  # [B, C, V]: position t predicts completion token t
     logp, entropy = token_logprobs(logits, batch.completion_ids, temperature, with_entropy, masked_ids)
