@@ -190,8 +190,8 @@ class LearnerConfig:
     grad_clip: float = 1.0
     micro_batch_size: int = 4  # completions per forward/backward
     # run the vision tower once per distinct image of a micro-batch instead of once per completion (the G rows of
-    # a group share one image): the same loss and gradient up to float rounding (learner/shared_images.py); the
-    # tuned TRL bench's learner stage 0.58 -> 0.38-0.45 s at G=8
+    # a group share one image): the same loss and gradient up to float rounding (learner/shared_images.py;
+    # its effect on the learner stage: bench/RESULTS.md)
     encode_images_once: bool = True
     ref_offload: bool = False
     # True: the learner's own log-probs of the pre-update policy are the old log-probs (else the rollout engine's
