@@ -67,6 +67,12 @@ def main() -> None:
     p.add_argument("--grid", type=int, default=1,
                    help="warm-start coordinates snapped to multiples of this many pixels: fewer values per coordinate "
                         "for GRPO to explore (still image-independent)")
+    p.add_argument("--gradient-snr", type=int, default=0,
+                   help="diagnostic: after the warm start, measure this many batches' gradients (no step) along the "
+                        "image-reading direction, for supervision on GT boxes and for GRPO, and stop")
+    p.add_argument("--snr-scenes", type=int, default=4096,
+                   help="training scenes that define the image-reading direction for --gradient-snr (the batches "
+                        "measured along it are drawn from the rest)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
     args = p.parse_args()
@@ -155,6 +161,21 @@ class Probe:
 
     def update(self, optimizer, indices, targets, weights=None, token_adv=None) -> float:
         """One optimizer step of weighted mean-token log-likelihood (weights None: plain SFT)."""
+        optimizer.zero_grad()
+        self.loss(indices, targets, weights, token_adv).backward()
+        norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
+        optimizer.step()
+        return float(norm)
+
+    def gradient(self, indices, targets, weights=None, token_adv=None) -> torch.Tensor:
+        """The loss's gradient as one flat vector, no step taken (the --gradient-snr diagnostic)."""
+        self.model.zero_grad()
+        self.loss(indices, targets, weights, token_adv).backward()
+        return torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).flatten().double()
+                          for p in self.model.parameters()])
+
+    def loss(self, indices, targets, weights=None, token_adv=None) -> torch.Tensor:
+        """Weighted mean-token log-likelihood loss of the given completions (weights None: plain SFT)."""
         from learner.batching import micro_batches, sft_records
         from learner.logprobs import completion_logprobs, token_logprobs
         from segr1.protocol import SFTItem
@@ -209,11 +230,7 @@ class Probe:
                 ref, _ = completion_logprobs(self.reference, batch, **ids)
             diff = ref - logp
             loss = loss + self.args.beta * (((diff.exp() - diff - 1) * mask).sum(1) / tokens).mean()
-        optimizer.zero_grad()
-        loss.backward()
-        norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
-        optimizer.step()
-        return float(norm)
+        return loss
 
     def evaluate(self, tag: str) -> None:
         from segr1.protocol import GenerationRequest, SamplingParams
@@ -231,6 +248,77 @@ class Probe:
         g, s = out["greedy"], out["sampled"]
         self.log(f"EVAL {tag}: greedy iou {g[0]:.3f} (se {g[1]:.3f}) shuffled {g[2]:.3f} distinct {g[3]}/{n}; "
                  f"sampled iou {s[0]:.3f} shuffled {s[2]:.3f}")
+
+    def gradient_snr(self, rng: np.random.Generator) -> None:
+        """How strongly does one step of each method push the weights towards reading the image?
+
+        The image-reading direction d is the part of the supervised gradient that depends on the image matching its
+        target: the gradient on scenes 0..n-1 (--snr-scenes) with their own GT boxes minus the gradient with each
+        scene's target taken from the next scene. Its two halves are compared to show d is not noise, and every
+        projection is also taken on each half alone (a figure that changes sign between them is noise). Then
+        for K fresh batches each of supervision (32 scenes, GT targets) and of GRPO (the probe's batch: prompts x G
+        samples from the frozen policy; the paper reward's sequence advantages, and separately the contrasted
+        per-coordinate credit) the gradient g is projected on d: its mean over batches (signal), its spread (noise)
+        and the share of its norm that points along d. Nothing is stepped: all batches see the same weights."""
+        from cluster.warm_start import ground_truth_prompt
+        from learner.grpo import group_advantages
+        from reward_server.parse import render
+        from segr1.protocol import GenerationRequest, SamplingParams
+
+        a = self.args
+
+        def gt_target(j: int) -> list[int]:
+            prompt = snap(ground_truth_prompt(self.train[j][1], rng), a.grid)
+            return self.tok(render(prompt), add_special_tokens=False)["input_ids"] + [self.eos]
+
+        def image_direction(scenes: range) -> torch.Tensor:
+            own = sum(self.gradient(list(c), [gt_target(j) for j in c]) for c in np.array_split(scenes, len(scenes) // 32))
+            other = sum(self.gradient(list(c), [gt_target(scenes[(j - scenes[0] + 1) % len(scenes)]) for j in c])
+                        for c in np.array_split(scenes, len(scenes) // 32))
+            return own - other
+
+        n = a.snr_scenes
+        halves = [image_direction(range(n // 2)), image_direction(range(n // 2, n))]
+        agree = float(torch.nn.functional.cosine_similarity(halves[0], halves[1], dim=0))
+        directions = [d / d.norm() for d in (halves[0] + halves[1], *halves)]
+        self.log(f"SNR image direction from {n} scenes: cosine between its two halves {agree:.3f}")
+        self.sync()
+        rows: dict[str, list[tuple[float, ...]]] = {"supervised": [], "grpo_paper": [], "grpo_coord": []}
+        for k in range(a.gradient_snr):
+            batch = rng.choice(np.arange(n, len(self.train)), 32, replace=False).tolist()
+            g = self.gradient(batch, [gt_target(j) for j in batch])
+            rows["supervised"].append((*(float(g @ d) for d in directions), float(g.norm())))
+            indices = rng.choice(np.arange(n, len(self.train)), a.prompts, replace=False)
+            requests = [GenerationRequest(str(j), self.train[j][0], self.instruction) for j in indices]
+            sampling = SamplingParams(n=a.group, temperature=1.0, max_new_tokens=64, seed=int(rng.integers(1 << 30)))
+            rewards, owners, targets = [], [], []
+            for j, group in zip(indices, self.engine.generate(requests, sampling)):
+                for completion in group.completions:
+                    rewards.append(self.reward(completion.text, *self.train[j])[0])
+                    owners.append(int(j)), targets.append(list(completion.token_ids))
+            adv = group_advantages(torch.tensor(rewards, dtype=torch.float32), a.group, a.scale)
+            g = self.gradient(owners, targets, adv)
+            rows["grpo_paper"].append((*(float(g @ d) for d in directions), float(g.norm())))
+            credit = a.coord_credit or 1.0
+            saved, self.args.coord_credit = a.coord_credit, credit
+            token_adv = self.coordinate_advantages(owners, targets)
+            self.args.coord_credit = saved
+            g = self.gradient(owners, targets, torch.zeros(len(targets)), token_adv)
+            rows["grpo_coord"].append((*(float(g @ d) for d in directions), float(g.norm())))
+            if (k + 1) % 10 == 0:
+                self.log(f"SNR batch {k + 1}/{a.gradient_snr}")
+        base = None
+        for name, values in rows.items():
+            proj, first, second, norm = np.array(values).T
+            mu, sigma = proj.mean(), proj.std(ddof=1)
+            aligned = float(np.mean(proj / np.maximum(norm, 1e-30)))
+            base = aligned if base is None else base
+            self.log(f"SNR {name}: projection on d mean {mu:.3e} (se {sigma / np.sqrt(len(proj)):.1e}) std {sigma:.3e} "
+                     f"snr/batch {mu / sigma:.3f}; |g| {norm.mean():.3e}; share of |g| along d {aligned:.4f} "
+                     f"({aligned / base:.3f} of supervision's); batches for the mean to reach 2 std: "
+                     f"{(2 * sigma / mu) ** 2 if mu > 0 else float('inf'):.0f}; on each half alone: mean "
+                     f"{first.mean():.3e} (se {first.std(ddof=1) / np.sqrt(len(proj)):.1e}), "
+                     f"{second.mean():.3e} (se {second.std(ddof=1) / np.sqrt(len(proj)):.1e})")
 
     def coordinate_advantages(self, owners: list[int], targets: list[list[int]]) -> list[torch.Tensor]:
         """Per-token advantages [len(target)]: at each of the first 4 number tokens (the box), c * the group-centred
@@ -294,6 +382,9 @@ class Probe:
                 self.update(optimizer, indices, targets)
                 if step % 100 == 0:
                     self.evaluate(f"object step {step}")
+        if a.gradient_snr:
+            self.gradient_snr(rng)
+            return
         if a.gt_steps:  # diagnostic: can the warm-started policy still learn to look? (supervised, GT targets)
             from cluster.warm_start import ground_truth_prompt
 

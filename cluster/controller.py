@@ -27,6 +27,7 @@ from cluster.checkpoint_dirs import load_latest, save
 from cluster.evaluate import Evaluator
 from cluster.records import ScoredBatch
 from cluster.requests import RunRequests
+from cluster.telemetry.timeline import Timeline
 from cluster.warm_start import warm_start_items
 from learner.grpo import group_advantages, overlong_penalty
 from segr1.config import Config
@@ -45,8 +46,11 @@ class Controller:
     tokenizer, for the warm start's targets.
     """
 
-    def __init__(self, cfg: Config, pools: Any, data: Any, evaluator: Any, log: Any, model_path: str) -> None:
+    def __init__(self, cfg: Config, pools: Any, data: Any, evaluator: Any, log: Any, model_path: str,
+                 timeline: Timeline | None = None) -> None:
         self.cfg = cfg
+        # start-up and wind-down marks (cluster/telemetry/timeline.py), from the driver's start when it gave one
+        self.timeline = timeline or Timeline(origin=time.time())
         self.model_path = model_path
         self.data = data
         self.sampler = EpochSampler(len(data), seed=cfg.run.seed)
@@ -66,7 +70,8 @@ class Controller:
         self._fired: set[object] = set()  # fault drills already fired: each fires once, also across a restart
 
     @classmethod
-    def from_config(cls, cfg: Config, model_path: str, train_path: str, eval_path: str) -> Controller:
+    def from_config(cls, cfg: Config, model_path: str, train_path: str, eval_path: str,
+                    timeline: Timeline | None = None) -> Controller:
         """The job's controller: Ray pools, the Parquet data sets, the evaluator and the run's logger."""
         from cluster.pools import Pools
         from cluster.sample_reader import RemoteSamples
@@ -75,8 +80,11 @@ class Controller:
         train = SegDataset(train_path, cfg.data.frame_size)
         evaluator = Evaluator(cfg, SegDataset(eval_path, cfg.data.frame_size), train=train)
         log = RunLogger(cfg, cfg.run_dir, tui=False)  # the driver draws the live view
+        pools = Pools(cfg, model_path)
+        if timeline is not None:
+            timeline.mark("actors_ready")
         # pixels are loaded and stored by a reader actor: the controller handles ids and references only
-        return cls(cfg, Pools(cfg, model_path), RemoteSamples(train), evaluator, log, model_path)
+        return cls(cfg, pools, RemoteSamples(train), evaluator, log, model_path, timeline)
 
     # ------------------------------------------------------------------------------------------ the loop
     def run(self) -> list[dict[str, Any]]:
@@ -88,7 +96,9 @@ class Controller:
         self._broadcast()  # rollout workers start from the learner's weights (and version)
         if self.step == 0 and cfg.algorithm.warm_start.steps > 0:
             self._warm_start()
+            self.timeline.mark("warm_start_done")
         self._evaluate(tag="start")
+        self.timeline.mark("first_step")
         try:
             while self.step < self.last_step:
                 self._apply_requests()
@@ -117,6 +127,7 @@ class Controller:
                         self._restart_learner(error.at_step(self.step))  # replays the steps since the last one
         finally:
             self.requests.close(f"run {cfg.run.name!r} ended at step {self.step} of {self.last_step}")
+        self.timeline.mark("last_step_done")
         self._wait_ahead()
         self._finish()
         return self.history
@@ -388,4 +399,6 @@ class Controller:
         if self.cfg.checkpoint.export_hf:
             self.pools.learner.export_hf(str(self.cfg.run_dir / "hf_model"))
         self.log.close()
+        self.timeline.mark("finished")
+        self.timeline.write(self.cfg.run_dir)
         self._executor.shutdown(wait=True)

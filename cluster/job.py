@@ -20,23 +20,26 @@ import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from cluster.job_control import NAMESPACE, controller_name
+from cluster.telemetry.timeline import Timeline, process_start
 from rollout.engine import resolve_model_path
 from segr1.config import Config, to_yaml
 from segr1.rendezvous import free_port
 
 
 def train(cfg: Config) -> dict[str, Any]:
+    timeline = Timeline(origin=process_start())  # a run's fixed cost counts from the command's start
     run_dir = cfg.run_dir
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.yaml").write_text(to_yaml(cfg))
     connect(cfg)
+    timeline.mark("ray_connected")
     model_path = resolve_model_path(cfg)
     train_path, eval_path = resolve_data(cfg)
 
     controller = ray.remote(ControllerActor).options(
         name=controller_name(cfg.run.name), namespace=NAMESPACE, num_cpus=0, max_concurrency=4,
         scheduling_strategy=NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False),
-    ).remote(cfg, model_path, train_path, eval_path)
+    ).remote(cfg, model_path, train_path, eval_path, timeline.origin, timeline.marks)
     done = controller.run.remote()
     summary = _follow(cfg, controller, done)
     print(summary["text"])
@@ -47,10 +50,13 @@ class ControllerActor:
     """The job's named Ray actor: builds the controller from config inside its own process (the pools' threads
     and the logger cannot be shipped) and answers the driver, `segr1 scale`, `segr1 stop` and `segr1 status`."""
 
-    def __init__(self, cfg: Config, model_path: str, train_path: str, eval_path: str) -> None:
+    def __init__(self, cfg: Config, model_path: str, train_path: str, eval_path: str, origin: float,
+                 marks: dict[str, float]) -> None:
+        timeline = Timeline(origin, marks)
+        timeline.mark("controller_started")
         from cluster.controller import Controller  # imported here: it pulls in torch and the services
 
-        self.controller = Controller.from_config(cfg, model_path, train_path, eval_path)
+        self.controller = Controller.from_config(cfg, model_path, train_path, eval_path, timeline)
 
     def run(self) -> dict[str, Any]:
         """Train to the end; the run's summary (outputs, eval scores; `stopped_at` after `segr1 stop`)."""

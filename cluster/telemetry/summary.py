@@ -13,6 +13,7 @@ also draws runs/<name>/eval_curve.png (cluster.telemetry.curve).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -22,6 +23,7 @@ from cluster.telemetry.curve import EVAL_CURVE_FILE, write_eval_curve
 from cluster.telemetry.jsonl import METRICS_FILE, read_metrics
 from cluster.telemetry.memory import memory_line, peak_rss_rows
 from cluster.telemetry.overlays import IMAGES_DIR
+from cluster.telemetry.timeline import TIMELINE_FILE, timeline_line
 from segr1.storage import Storage
 
 if TYPE_CHECKING:
@@ -122,6 +124,12 @@ def format_summary(
     return "\n".join([*lines, "", *(present or ["no scores recorded"])])
 
 
+def _timeline(run_dir: Path) -> dict[str, float]:
+    """The controller's start-up and wind-down marks (cluster/telemetry/timeline.py); {} before it wrote them."""
+    path = run_dir / TIMELINE_FILE
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
 def _eval_rows(run_dir: Path) -> list[dict[str, Any]]:
     path = run_dir / METRICS_FILE
     return [row for row in read_metrics(path) if "eval/iou" in row] if path.exists() else []
@@ -172,6 +180,9 @@ def summarize(
     memory = peak_rss_rows()  # the actors are still alive here: their high-water marks cover the whole run
     if memory_line(memory):
         text += "\n" + memory_line(memory)
+    timeline = _timeline(run_dir)
+    if timeline_line(timeline):
+        text += "\n" + timeline_line(timeline)
     return {
         "text": text,
         "run_dir": str(run_dir),
@@ -186,4 +197,5 @@ def summarize(
         "eval_first": evals[0] if evals else None,
         "eval_last": evals[-1] if evals else None,
         "peak_rss": memory,
+        "timeline": timeline,
     }

@@ -81,6 +81,19 @@ def test_run_directory_holds_config_checkpoints_overlays_and_hf_export(first_run
     assert str(run_dir) in stdout  # the summary says where the outputs are
 
 
+def test_timeline_marks_each_phase_in_order_from_the_command_start(first_run):
+    import json
+
+    run_dir, _, stdout, _ = first_run
+    marks = json.loads((run_dir / "timeline.json").read_text())
+    order = ["ray_connected", "controller_started", "actors_ready", "warm_start_done", "first_step",
+             "last_step_done", "finished"]
+    assert list(marks) == order
+    times = [marks[name] for name in order]
+    assert 0 < times[0] and times == sorted(times)  # seconds since the driver process started, increasing
+    assert "timeline (s)    ray_connected" in stdout  # the summary prints it
+
+
 def test_prometheus_endpoint_served_segr1_metrics_during_the_run(first_run):
     _, scraped, _, _ = first_run
     for name in ("ray_segr1_reward_mean", "ray_segr1_weights_version", "ray_segr1_pool_rollout_workers"):

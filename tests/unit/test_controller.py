@@ -56,6 +56,12 @@ def test_sync_step_runs_generate_score_train_publish_in_order(tmp_path):
     item = pools.learner.trained[0][0]
     assert item.advantages == pytest.approx([-expected, expected])
     assert item.completion_ids == [[1, 2], [1, 2]] and item.rollout_logprobs == [[-0.5, -0.25]] * 2
+    # the wind-down marks, written beside the metrics (the driver adds the start-up ones on a real job)
+    import json
+
+    marks = json.loads((tmp_path / "unit" / "timeline.json").read_text())
+    assert list(marks) == ["first_step", "last_step_done", "finished"]
+    assert marks["first_step"] <= marks["last_step_done"] <= marks["finished"]
 
 
 def test_async_generates_ahead_and_lags_at_most_max_staleness(tmp_path):
