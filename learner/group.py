@@ -172,7 +172,12 @@ class LearnerGroup:
     def sync_address(self) -> tuple[str, int]:
         """A meeting point on rank 0's node: its IP and a port free there (torch.distributed or weight sync)."""
         import ray
+        from ray.util.placement_group import placement_group_table
 
+        if placement_group_table(self._placement)["bundles_to_node_id"][0] == ray.get_runtime_context().get_node_id():
+            # rank 0 is placed on this node: ask here. A task would start a worker process of its own (~2 s of
+            # CPU on a small machine, while the actors import and load) only to answer this once
+            return _rendezvous_address()
         task = ray.remote(_rendezvous_address).options(num_cpus=0,
                                                        scheduling_strategy=_in_bundle(self._placement, 0))
         return ray.get(task.remote())

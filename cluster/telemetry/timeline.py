@@ -40,6 +40,7 @@ class Timeline:
         return dict(self.marks)
 
     def write(self, run_dir: Path) -> None:
+        Path(run_dir).mkdir(parents=True, exist_ok=True)
         (Path(run_dir) / TIMELINE_FILE).write_text(json.dumps(self.marks, indent=1) + "\n")
 
 

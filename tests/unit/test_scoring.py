@@ -89,6 +89,18 @@ def test_box_giou_by_hand():
     assert box_giou([], gt) == 0.0 and box_giou([(0, 0, 10, 10)], None) == 0.0
 
 
+def test_box_giou_agrees_with_torchvision():
+    from torchvision.ops import generalized_box_iou
+
+    rng = np.random.default_rng(0)
+    corners = rng.integers(0, 112, (400, 4))
+    boxes = [(min(x1, x2), min(y1, y2), max(x1, x2), max(y1, y2)) for x1, y1, x2, y2 in corners.tolist()]
+    for box, gt in zip(boxes[:200], boxes[200:]):  # overlapping, nested, disjoint and degenerate (zero-width) boxes
+        reference = generalized_box_iou(torch.tensor([box], dtype=torch.float64), torch.tensor([gt], dtype=torch.float64))
+        if torch.isfinite(reference).all():  # torchvision divides by zero for two degenerate boxes
+            assert box_giou([box], gt) == pytest.approx(float(reference), abs=1e-12)
+
+
 def test_box_giou_grades_misses_that_mask_iou_cannot_tell_apart():
     gt = (30, 30, 39, 39)
     near, far = box_giou([(18, 18, 28, 28)], gt), box_giou([(0, 0, 10, 10)], gt)
