@@ -44,6 +44,7 @@ bench: install install-vllm
 	$(PY) bench/cluster_sim.py
 	# installs TRL into .cache/trl-bench/ (its own target, never .venv) on first use
 	$(PY) bench/trl_side_by_side.py
+	$(PY) bench/startup.py
 	$(PY) bench/memory.py
 
 lint: install
