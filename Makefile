@@ -9,7 +9,7 @@ TORCH_PINS := torch==2.14.1 torchvision==0.29.1
 CONFIG ?= configs/local_cpu.yaml
 PYTEST_ARGS ?=
 
-.PHONY: install train train-long test bench lint clean install-vllm test-vllm
+.PHONY: install train train-long test bench lint clean install-vllm test-vllm gpu-deps gpu-check
 
 install: $(STAMP)
 
@@ -46,6 +46,18 @@ bench: install install-vllm
 	$(PY) bench/trl_side_by_side.py
 	$(PY) bench/startup.py
 	$(PY) bench/memory.py
+
+# A GPU machine with torch, torchvision and transformers but no network (bench/gpu_check.py): `make gpu-deps` here
+# copies sam2 and its pure-Python needs into .cache/gpu-deps; carry that folder, then run `make gpu-check` there
+# with its own python3 (no .venv, no Ray, DeepSpeed or vLLM). It appends rows to bench/RESULTS.md.
+GPU_DEPS := sam2 hydra omegaconf antlr4 iopath
+gpu-deps: install
+	rm -rf .cache/gpu-deps && mkdir -p .cache/gpu-deps
+	cd $$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])') && \
+		cp -r $(GPU_DEPS) $(CURDIR)/.cache/gpu-deps/
+
+gpu-check:
+	PYTHONPATH=$(CURDIR)/.cache/gpu-deps:$(CURDIR) $(PYTHON) bench/gpu_check.py $(ARGS)
 
 lint: install
 	$(VENV)/bin/ruff check segr1 rollout reward_server learner cluster tests bench
