@@ -118,7 +118,7 @@ def build_qwen(shape: dict, device: torch.device, dtype: torch.dtype):
     config = Qwen2_5_VLConfig(text_config=text, vision_config=vision, tie_word_embeddings=shape["tie_word_embeddings"])
     torch.manual_seed(0)
     with torch.device(device):
-        model = Qwen2_5_VLForConditionalGeneration._from_config(config, torch_dtype=dtype)
+        model = Qwen2_5_VLForConditionalGeneration._from_config(config, dtype=dtype)
     return model.eval()
 
 
