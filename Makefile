@@ -33,19 +33,14 @@ train-long: install
 test: install
 	$(PY) -m pytest -m "not vllm" $(PYTEST_ARGS)
 
+# `make bench` runs the benchmarks that take a few minutes together; `make bench SLOW=1` adds those that take
+# 5-30 minutes each (TRL is installed into .cache/trl-bench/, never .venv, on first use). Each run appends a dated
+# section with every script's output to bench/RESULTS.md (bench/run_all.py).
+BENCH_QUICK := bench/metrics.py bench/weight_sync.py bench/scheduling.py bench/driver_bytes.py bench/rollout.py \
+	bench/pipeline.py bench/startup.py
+BENCH_SLOW := bench/reward_pool.py bench/cluster_sim.py bench/trl_side_by_side.py bench/memory.py
 bench: install install-vllm
-	$(PY) bench/metrics.py
-	$(PY) bench/reward_pool.py
-	$(PY) bench/weight_sync.py
-	$(PY) bench/pipeline.py
-	$(PY) bench/scheduling.py
-	$(PY) bench/rollout.py
-	$(PY) bench/driver_bytes.py
-	$(PY) bench/cluster_sim.py
-	# installs TRL into .cache/trl-bench/ (its own target, never .venv) on first use
-	$(PY) bench/trl_side_by_side.py
-	$(PY) bench/startup.py
-	$(PY) bench/memory.py
+	$(PY) bench/run_all.py $(BENCH_QUICK) $(if $(SLOW),$(BENCH_SLOW))
 
 # A GPU machine with torch, torchvision and transformers but no network (bench/gpu_check.py): `make gpu-deps` here
 # copies sam2 and its pure-Python needs into .cache/gpu-deps; carry that folder, then run `make gpu-check` there

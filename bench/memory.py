@@ -2,7 +2,7 @@
 
 Run:  nice -n 19 .venv/bin/python bench/memory.py [--steps 200] [--interval-s 1] [--bound-mb 2] [--keep DIR]
           [key=value ...]
-      (``make bench`` runs it with the defaults; key=value overrides go to the run.) 200 steps took 4 minutes
+      (``make bench SLOW=1`` runs it with the defaults; key=value overrides go to the run.) 200 steps took 4 minutes
       and 600 steps 11 on the shared 2-core machine; the controller actor's RSS warms up for about 250 steps
       (Ray's per-call bookkeeping), so --steps 600 judges the level after it (bench/RESULTS.md).
 

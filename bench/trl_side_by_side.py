@@ -2,7 +2,7 @@
 
 Run:  nice -n 19 .venv/bin/python bench/trl_side_by_side.py [--steps 20] [--rounds 2] [--keep DIR]
           [--trl-threads 0] [--project-overrides k=v ...] [key=value ...]
-      (``make bench`` runs it with the defaults; trailing key=value overrides configure BOTH sides: they are
+      (``make bench SLOW=1`` runs it with the defaults; trailing key=value overrides configure BOTH sides: they are
       read through segr1.config, so G, prompts per step, tokens, temperature, lr and micro-batch come from the
       same resolved config.)
 
