@@ -299,10 +299,7 @@ class Probe:
             adv = group_advantages(torch.tensor(rewards, dtype=torch.float32), a.group, a.scale)
             g = self.gradient(owners, targets, adv)
             rows["grpo_paper"].append((*(float(g @ d) for d in directions), float(g.norm())))
-            credit = a.coord_credit or 1.0
-            saved, self.args.coord_credit = a.coord_credit, credit
-            token_adv = self.coordinate_advantages(owners, targets)
-            self.args.coord_credit = saved
+            token_adv = self.coordinate_advantages(owners, targets, credit=a.coord_credit or 1.0)
             g = self.gradient(owners, targets, torch.zeros(len(targets)), token_adv)
             rows["grpo_coord"].append((*(float(g @ d) for d in directions), float(g.norm())))
             if (k + 1) % 10 == 0:
@@ -320,9 +317,12 @@ class Probe:
                      f"{first.mean():.3e} (se {first.std(ddof=1) / np.sqrt(len(proj)):.1e}), "
                      f"{second.mean():.3e} (se {second.std(ddof=1) / np.sqrt(len(proj)):.1e})")
 
-    def coordinate_advantages(self, owners: list[int], targets: list[list[int]]) -> list[torch.Tensor]:
+    def coordinate_advantages(self, owners: list[int], targets: list[list[int]],
+                              credit: float | None = None) -> list[torch.Tensor]:
         """Per-token advantages [len(target)]: at each of the first 4 number tokens (the box), c * the group-centred
-        -|coordinate - GT coordinate| / frame; 0 elsewhere and for completions without 4 numbers."""
+        -|coordinate - GT coordinate| / frame (c: `credit`, else --coord-credit); 0 elsewhere and for completions
+        without 4 numbers."""
+        credit = self.args.coord_credit if credit is None else credit
         numbers = set(self.number_ids.tolist())
         errors, places = [], []
         for j, ids in zip(owners, targets):
@@ -346,7 +346,7 @@ class Probe:
             for i in range(start, start + g):
                 adv = torch.zeros(len(targets[i]))
                 if errors[i] is not None and len(valid) > 1:
-                    adv[places[i]] = self.args.coord_credit * torch.tensor(np.array(errors[i]) - mean, dtype=torch.float32)
+                    adv[places[i]] = credit * torch.tensor(np.array(errors[i]) - mean, dtype=torch.float32)
                 out.append(adv)
         return out
 

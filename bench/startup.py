@@ -28,7 +28,7 @@ if Path(sys.path[0]).resolve() == ROOT / "bench":
     sys.path[0] = str(ROOT)  # run as a script: make `bench.common` importable; stop bench/ shadowing packages
 
 from bench.common import load_average, print_table
-from bench.trl_side_by_side import CONFIG, PROJECT_OVERRIDES, TUNED, prepare
+from bench.trl_side_by_side import TUNED, prepare, project_command
 
 
 def sample_cpu(stop: threading.Event, out: list[tuple[float, float]]) -> None:
@@ -41,16 +41,12 @@ def sample_cpu(stop: threading.Event, out: list[tuple[float, float]]) -> None:
 
 def one_run(out: Path, paths: dict[str, str], index: int, args: argparse.Namespace) -> list[list[object]]:
     name = f"startup_{index}"
-    overrides = [f"run.output_dir={out}", f"run.name={name}", f"run.steps={args.steps}", f"model.path={paths['model']}",
-                 f"data.train={paths['train']}", f"data.eval={paths['eval']}", "algorithm.warm_start.steps=0",
-                 *PROJECT_OVERRIDES, *TUNED, *args.overrides]
     samples: list[tuple[float, float]] = []
     stop = threading.Event()
     sampler = threading.Thread(target=sample_cpu, args=(stop, samples), daemon=True)
     sampler.start()
     with open(out / f"{name}.log", "w") as log:
-        proc = subprocess.Popen([str(ROOT / ".venv/bin/segr1"), "train", "--config", CONFIG, *overrides],
-                                cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(project_command(out, paths, name, args.steps, *TUNED, *args.overrides), cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
         origin = psutil.Process(proc.pid).create_time()  # the timeline counts from the same instant
         code = proc.wait()
     end = time.time() - origin

@@ -125,14 +125,19 @@ def prepare(out: Path, args: argparse.Namespace) -> dict[str, str]:
 
 
 # ------------------------------------------------------------------------------------------------ sides
+def project_command(out: Path, paths: dict[str, str], name: str, steps: int, *overrides: str) -> list[str]:
+    """`segr1 train` for the project side: the prepared model and data, run `name` under `out`, PROJECT_OVERRIDES,
+    then `overrides` (later ones win). bench/startup.py runs the same command."""
+    return [str(ROOT / ".venv/bin/segr1"), "train", "--config", CONFIG, f"run.output_dir={out}", f"run.name={name}",
+            f"run.steps={steps}", f"model.path={paths['model']}", f"data.train={paths['train']}",
+            f"data.eval={paths['eval']}", "algorithm.warm_start.steps=0", *PROJECT_OVERRIDES, *overrides]
+
+
 def run_project(out: Path, paths: dict[str, str], index: int, args: argparse.Namespace, variant: str) -> dict:
     name = f"project_{variant}_{index}"
     extra = TUNED if variant == "tuned" else []
-    overrides = [f"run.output_dir={out}", f"run.name={name}", f"run.steps={args.steps}", f"model.path={paths['model']}",
-                 f"data.train={paths['train']}", f"data.eval={paths['eval']}", "algorithm.warm_start.steps=0",
-                 *PROJECT_OVERRIDES, *args.overrides, *args.project_overrides, *extra]
     load_before = load_1min()
-    wall_s = run_logged([str(ROOT / ".venv/bin/segr1"), "train", "--config", CONFIG, *overrides],
+    wall_s = run_logged(project_command(out, paths, name, args.steps, *args.overrides, *args.project_overrides, *extra),
                         out / f"{name}.log", args.timeout_s)
     rows = [json.loads(line) for line in (out / name / "metrics.jsonl").read_text().splitlines() if line.strip()]
     steps = [r for r in rows if "time/step_s" in r]

@@ -2,8 +2,9 @@
 
     timeline = Timeline(origin=driver_start)   # seconds count from the `segr1 train` process's start
     timeline.mark("ray_connected")             # ... "actors_ready", "first_step", "finished"
-    timeline.phases()                          # {"ray_connected": 3.2, "actors_ready": 16.9, ...}
-    timeline_line(timeline.phases())           # "start-up (s)   ray_connected 3.2, ... first_step 19.8"
+    timeline.marks                             # {"ray_connected": 3.2, "actors_ready": 16.9, ...}
+    timeline.write(run_dir)                    # runs/<name>/timeline.json
+    timeline_line(timeline.marks)              # "timeline (s)    ray_connected 3.2, ... first_step 19.8"
 
 A short run is dominated by its fixed cost (Ray, the actors' imports and model loads, the forced evaluations,
 the last checkpoint); the steps' own times (`time/*_s`) do not show it. The driver and the controller run on
@@ -35,9 +36,6 @@ class Timeline:
 
     def mark(self, name: str) -> None:
         self.marks[name] = round(time.time() - self.origin, 2)
-
-    def phases(self) -> dict[str, float]:
-        return dict(self.marks)
 
     def write(self, run_dir: Path) -> None:
         Path(run_dir).mkdir(parents=True, exist_ok=True)
